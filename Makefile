@@ -1,0 +1,55 @@
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+REPO   := model_repository
+
+# model:version:architecture - the versions a fresh clone serves
+MODELS := sentiment:1:bag sentiment:2:cnn digits:1:linear digits:2:cnn
+
+.PHONY: help setup system-deps models validate triton run test clean
+
+help:
+	@echo "make run       set up, build missing models, serve them with a local Triton"
+	@echo "make test      set up and run the whole test suite"
+	@echo "make models    build any missing model versions ($(MODELS))"
+	@echo "make validate  check every config.pbtxt against its model files"
+	@echo "make triton    serve model_repository/ on :8000 (HTTP) :8001 (gRPC) :8002 (metrics)"
+
+system-deps:
+	@scripts/system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[export,triton,dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+setup: system-deps $(STAMP)
+
+models: setup
+	@for spec in $(MODELS); do \
+	  IFS=: read -r model version arch <<< "$$spec"; \
+	  if [ ! -d "$(REPO)/$$model/$$version" ]; then \
+	    $(PY) -m export build "$$model" --version "$$version" --arch "$$arch" || exit 1; \
+	  fi; \
+	done
+
+validate: setup
+	$(PY) -m export validate
+
+triton: models
+	$(PY) -m local_triton --model-repository $(REPO)
+
+run: models
+	$(PY) -m local_triton --model-repository $(REPO)
+
+test: models
+	$(PY) -m export validate
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
