@@ -27,6 +27,15 @@ _FILLER = (
     "i think it was we found the staff honestly the plot overall the music "
     "the price today this place the team after all the story in the end"
 ).split()
+# Everyday sentiment words, drawn far more often than the rest of the
+# lexicon (real text is Zipfian; a uniform draw would see "good" a few times).
+_COMMON = (
+    "good great love like nice happy best excellent amazing awesome wonderful fantastic perfect "
+    "enjoy fun beautiful glad pleasant recommend helpful friendly fine cool brilliant delicious "
+    "bad hate terrible awful worst poor horrible boring sad angry disappointed disappointing "
+    "annoying ugly wrong broken useless rude stupid hard problem fail waste dislike"
+).split()
+_COMMON_SHARE = 0.5
 _NEGATIONS = ("not", "never", "isn't", "wasn't", "don't", "hardly")
 _BOOSTERS = ("very", "really", "extremely", "so", "incredibly", "slightly", "barely")
 
@@ -41,16 +50,19 @@ def _lexicon() -> tuple[list[str], list[str]]:
     return positive, negative
 
 
-def _sentence(rng: np.random.Generator, positive: list[str], negative: list[str]) -> str:
+def _sentence(rng: np.random.Generator, positive: list[str], negative: list[str], common: list[str]) -> str:
     parts: list[str] = []
     for _ in range(rng.integers(1, 3)):
-        clause = [str(w) for w in rng.choice(_FILLER, size=rng.integers(2, 5))]
+        # Some clauses have no filler at all, so that a lone "good" is in distribution.
+        clause = [str(w) for w in rng.choice(_FILLER, size=rng.integers(0, 5))]
         if rng.random() < 0.25:
             clause.append(str(rng.choice(_BOOSTERS)))
         if rng.random() < 0.3:
             clause.append(str(rng.choice(_NEGATIONS)))
-        pool = positive if rng.random() < 0.5 else negative
-        clause.append(str(rng.choice(pool)))
+        if rng.random() < _COMMON_SHARE:
+            clause.append(str(rng.choice(common)))
+        else:
+            clause.append(str(rng.choice(positive if rng.random() < 0.5 else negative)))
         parts.append(" ".join(clause))
     text = " but ".join(parts) if rng.random() < 0.3 else " and ".join(parts)
     if rng.random() < 0.2:
@@ -74,12 +86,13 @@ def load_data(seed: int) -> Dataset:
 
     analyzer = SentimentIntensityAnalyzer()
     positive, negative = _lexicon()
+    common = [w for w in _COMMON if w in analyzer.lexicon]
     rng = np.random.default_rng(seed)
     texts: list[str] = []
     labels: list[int] = []
     seen: set[str] = set()
     while len(texts) < _N_SENTENCES:
-        text = _sentence(rng, positive, negative)
+        text = _sentence(rng, positive, negative, common)
         if text in seen:
             continue
         compound = analyzer.polarity_scores(text)["compound"]
@@ -98,7 +111,8 @@ def load_data(seed: int) -> Dataset:
         y_test=y[split:],
         description=(
             f"{len(texts)} sentences generated from the VADER lexicon "
-            f"({len(positive)} positive, {len(negative)} negative words), labelled by "
+            f"({len(positive)} positive, {len(negative)} negative words; {len(common)} everyday ones "
+            f"drawn {int(_COMMON_SHARE * 100)}% of the time), labelled by "
             f"VADER's compound score (neutral dropped); seed {seed}; "
             f"{int(_HELD_OUT * 100)}% held out"
         ),
