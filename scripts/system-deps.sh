@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the local stack needs; installed when missing and root.
 set -euo pipefail
-packages=(libpython3.11)  # the Triton Python-backend stub embeds it
+packages=(
+  libpython3.11  # the Triton Python-backend stub embeds it
+  redis-server   # the response cache (make run, integration tests)
+)
 
 missing=()
 for pkg in "${packages[@]}"; do

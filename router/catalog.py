@@ -1,0 +1,149 @@
+"""What Triton serves, re-read in the background: never asked once per request.
+
+A snapshot holds every model in Triton's repository index, the state of each
+version, and what each model's config says about its input (kind, shape,
+labels). Requests read the latest snapshot; a refresh task replaces it every
+TRITON_REFRESH_S, and a version that fails with "not ready" is dropped from
+the ready set at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+from router.errors import RouterError
+from router.triton import TritonGateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    input_name: str
+    input_kind: str  # text_utf8 | image_gray
+    dims: tuple[int, ...]  # without the batch axis
+    output_name: str
+    labels: tuple[str, ...]
+    max_batch_size: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelInfo":
+        params = {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
+                  for k, v in (config.get("parameters") or {}).items()}
+        inp, out = config["input"][0], config["output"][0]
+        labels = tuple(x for x in params.get("labels", "").split(",") if x)
+        return cls(
+            name=config["name"], input_name=inp["name"],
+            input_kind=params.get("input_kind", "text_utf8" if len(inp["dims"]) == 1 else "image_gray"),
+            dims=tuple(int(d) for d in inp["dims"]), output_name=out["name"], labels=labels,
+            max_batch_size=int(config.get("max_batch_size", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    triton_ready: bool = False
+    states: dict[str, dict[int, str]] = field(default_factory=dict)  # model -> version -> state
+    infos: dict[str, ModelInfo] = field(default_factory=dict)
+    taken_at: float = 0.0
+
+    def ready(self, model: str) -> frozenset[int]:
+        return frozenset(v for v, s in self.states.get(model, {}).items() if s == "READY")
+
+    def knows(self, model: str) -> bool:
+        return model in self.states
+
+
+class Catalog:
+    def __init__(self, gateway: TritonGateway, refresh_s: float, load_all: bool, on_refresh=None) -> None:
+        self.gateway = gateway
+        self.refresh_s = refresh_s
+        self.load_all = load_all
+        self.snapshot = Snapshot()
+        self._on_refresh = on_refresh or (lambda snap: None)
+        self._loading: dict[str, asyncio.Task] = {}
+        self._task: asyncio.Task | None = None
+
+    async def refresh(self) -> Snapshot:
+        try:
+            ready = await self.gateway.server_ready()
+            entries = await self.gateway.index()
+        except RouterError as exc:
+            if self.snapshot.triton_ready:
+                log.warning("Triton is unreachable: %s", exc.message)
+            self.snapshot = replace(self.snapshot, triton_ready=False, states={}, taken_at=time.monotonic())
+            self._on_refresh(self.snapshot)
+            return self.snapshot
+        states: dict[str, dict[int, str]] = {}
+        for e in entries:
+            states.setdefault(e.name, {})
+            if e.version is not None:
+                states[e.name][e.version] = e.state
+        infos = dict(self.snapshot.infos)
+        for name, versions in states.items():
+            if name not in infos and "READY" in versions.values():
+                try:
+                    infos[name] = ModelInfo.from_config(await self.gateway.config(name))
+                except (RouterError, KeyError, IndexError, ValueError) as exc:
+                    log.warning("cannot read the config of %s: %s", name, exc)
+        if not self.snapshot.triton_ready and ready:
+            log.info("Triton is reachable: %s", ", ".join(f"{m} {sorted(v)}" for m, v in states.items()))
+        self.snapshot = Snapshot(ready, states, infos, time.monotonic())
+        self._on_refresh(self.snapshot)
+        return self.snapshot
+
+    def mark_unready(self, model: str, version: int) -> None:
+        versions = dict(self.snapshot.states.get(model, {}))
+        if versions.get(version) == "READY":
+            versions[version] = "UNAVAILABLE"
+            self.snapshot = replace(self.snapshot, states={**self.snapshot.states, model: versions})
+            log.warning("%s v%d is not ready; routing around it", model, version)
+
+    async def ensure_loaded(self, model: str) -> None:
+        """Lazy loading: ask Triton to load `model` (its versions per the
+        config's version policy) once, however many requests wait on it."""
+        task = self._loading.get(model)
+        if task is None:
+            task = asyncio.ensure_future(self._load(model))
+            self._loading[model] = task
+            task.add_done_callback(lambda t: self._loading.pop(model, None))
+        await asyncio.shield(task)
+
+    async def _load(self, model: str) -> None:
+        log.info("loading %s in Triton", model)
+        await self.gateway.load(model)
+        await self.refresh()
+
+    async def load_all_models(self) -> None:
+        for model in list(self.snapshot.states):
+            if not self.snapshot.ready(model):
+                try:
+                    await self.ensure_loaded(model)
+                except RouterError as exc:
+                    log.error("could not load %s: %s", model, exc.message)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+            except Exception:  # the loop must outlive any one bad refresh
+                log.exception("model catalog refresh failed")
+
+    async def start(self) -> None:
+        await self.refresh()
+        if self.load_all and self.snapshot.triton_ready:
+            await self.load_all_models()
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

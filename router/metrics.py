@@ -1,0 +1,75 @@
+"""Every metric, declared once, in a registry of the app's own. Labels stay
+low-cardinality: model, version, route, status; never a request or user id."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("router_requests_total", "Requests served, by outcome",
+                                ["route", "model", "version", "status"], registry=r)
+        self.latency = Histogram("router_request_duration_seconds", "Request latency",
+                                 ["route", "model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cache_hits = Counter("cache_hits_total", "Predictions answered from the cache",
+                                  ["model", "version"], registry=r)
+        self.cache_misses = Counter("cache_miss_total", "Predictions not in the cache",
+                                    ["model", "version"], registry=r)
+        self.loaded_versions = Gauge("loaded_model_versions", "Versions Triton reports READY",
+                                     ["model"], registry=r)
+        self.canary = Counter("canary_assignments_total", "Requests assigned to a canary version",
+                              ["model", "version"], registry=r)
+        self.fallbacks = Counter("fallbacks_total", "Requests served by another version than asked",
+                                 ["model", "reason"], registry=r)
+        self.triton_errors = Counter("triton_errors_total", "Failed Triton calls", ["model", "code"], registry=r)
+        self.triton_seconds = Histogram("triton_request_duration_seconds", "Triton inference call latency",
+                                        ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.redis_errors = Counter("redis_errors_total", "Failed Redis operations (served without cache)",
+                                    ["op"], registry=r)
+        self.coalesced = Counter("singleflight_coalesced_total", "Cache misses that joined an identical call",
+                                 ["model"], registry=r)
+        # plain tallies for /stats
+        self._lock = threading.Lock()
+        self._total = 0
+        self._latency_sum = 0.0
+        self._hits = 0
+        self._lookups = 0
+        self._per_version: Tally[str] = Tally()
+
+    def observe_request(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self._total += 1
+            self._latency_sum += seconds
+            if version:
+                self._per_version[f"{model}:v{version}"] += 1
+        if self.enabled:
+            self.requests.labels(route, model, version, str(status)).inc()
+            self.latency.labels(route, model, version).observe(seconds)
+
+    def observe_cache(self, model: str, version: int, hit: bool) -> None:
+        with self._lock:
+            self._lookups += 1
+            self._hits += int(hit)
+        if self.enabled:
+            (self.cache_hits if hit else self.cache_misses).labels(model, str(version)).inc()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {
+                "total_requests": self._total,
+                "cache_hit_rate": round(self._hits / self._lookups, 4) if self._lookups else 0.0,
+                "avg_latency_ms": round(1000 * self._latency_sum / self._total, 3) if self._total else 0.0,
+                "requests_by_version": dict(sorted(self._per_version.items())),
+            }
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

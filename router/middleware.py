@@ -1,0 +1,95 @@
+"""The edge of every request: its id, the body limit, one log line, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from router.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from router.errors import PayloadTooLarge, error_body
+from router.metrics import Metrics
+
+log = logging.getLogger("router.access")
+
+
+class EdgeMiddleware:
+    """Pure ASGI (no per-request task switch): accepts or makes the request
+    id, refuses bodies over the limit with 413, adds X-Request-ID to every
+    response, and records the outcome once the response is sent."""
+
+    def __init__(self, app, max_body_bytes: int, metrics: Metrics, request_logging: bool = True) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.metrics = metrics
+        self.request_logging = request_logging
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        rid = accept_request_id(headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1"))
+        token = request_id_var.set(rid)
+        state = scope.setdefault("state", {})
+        state["request_id"], state["started"] = rid, started
+        status: dict = {"code": 500}
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status["code"], status["started"] = message["status"], True
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                return await self._reject(send_with_id, rid)
+            await self.app(scope, self._limited(receive), send_with_id)
+        except Exception:  # a bug, not a domain error: answer 500 with the id, log the details
+            log.exception("unhandled error")
+            if status.get("started"):
+                raise
+            status["code"] = 500
+            await self._send_error(send_with_id, 500, "internal_error",
+                                   "internal error; see the router log for this request id", rid)
+        finally:
+            self._record(scope, state, status["code"], time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _limited(self, receive):
+        seen = 0
+
+        async def wrapped():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+            return message
+        return wrapped
+
+    async def _reject(self, send, rid: str) -> None:
+        await self._send_error(send, 413, "payload_too_large", f"request body is larger than {self.max_body} bytes",
+                               rid)
+
+    @staticmethod
+    async def _send_error(send, status: int, code: str, message: str, rid: str) -> None:
+        body = json.dumps(error_body(code, message, rid), separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope, state: dict, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "unmatched"
+        model, version = state.get("model", ""), state.get("model_version", "")
+        self.metrics.observe_request(path, model, str(version), status, seconds)
+        if self.request_logging:
+            log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "latency_ms": round(seconds * 1000, 3), "model": model or None,
+                "version": version or None, "routed_by": state.get("routed_by"), "cache": state.get("cache"),
+            })

@@ -1,0 +1,66 @@
+"""Request and response bodies, as the OpenAPI docs show them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    text: StrictStr | None = Field(None, description="Text for text models", examples=["I love this system"])
+    input: StrictStr | None = Field(None, description="Alias of `text`")
+    image_b64: StrictStr | None = Field(None, description="Base64 image (PNG, JPEG, ...) for image models")
+    model: StrictStr | None = Field(None, description="Model name (default: DEFAULT_MODEL)")
+    model_version: StrictInt | StrictStr | None = Field(None, description="Pin a version: 2 or v2")
+    top_k: StrictInt | None = Field(None, ge=1, description="How many classes to return in `scores`")
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr | None = None
+    input: StrictStr | None = None
+    image_b64: StrictStr | None = None
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    inputs: list[StrictStr | BatchItem] = Field(..., description="Texts, or objects with text / image_b64")
+    model: StrictStr | None = None
+    model_version: StrictInt | StrictStr | None = None
+    top_k: StrictInt | None = Field(None, ge=1)
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    request_id: str
+    model: str
+    model_version: int
+    input: str | None = Field(None, description="The text, for text models")
+    prediction: str
+    confidence: float
+    scores: dict[str, float]
+    source: str = Field(..., description='"cache" or "model"')
+    cached: bool
+    latency_ms: float
+    routed_by: str = Field(..., description='"pinned", "default", "canary" or "fallback"')
+    requested_version: int | None = Field(None, description="Set when the asked-for version was not honoured")
+
+
+class BatchResponse(BaseModel):
+    request_id: str
+    results: list[PredictResponse]
+    latency_ms: float
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

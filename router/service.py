@@ -1,0 +1,205 @@
+"""Predictions, knowing nothing of HTTP: model lookup, version routing,
+cache, single-flight and fallback around one Triton call."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from router import preprocess
+from router.cache import Cache, cache_key, jittered_ttl
+from router.catalog import Catalog, ModelInfo
+from router.errors import (InvalidInput, ModelUnavailable, NotFound, RouterError, TritonUnavailable,
+                           VersionUnavailable)
+from router.metrics import Metrics
+from router.routing import Decision, fallback, resolve
+from router.settings import Settings
+from router.singleflight import SingleFlight
+from router.triton import Scores, TritonGateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: text, or an encoded image (bytes of a PNG, JPEG, ...)."""
+
+    text: str | None = None
+    image: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    model: str
+    requested_version: int | None = None
+    top_k: int = 1
+    routing_key: str = ""  # X-User-ID, else the request id
+
+
+@dataclass
+class Prediction:
+    model: str
+    model_version: int
+    routed_by: str
+    scores: Scores
+    cached: bool
+    input: str | None = None
+    requested_version: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def body(self) -> dict:
+        label, confidence = self.scores[0]
+        out = {
+            "model": self.model, "model_version": self.model_version, "prediction": label,
+            "confidence": confidence, "scores": dict(self.scores),
+            "source": "cache" if self.cached else "model", "cached": self.cached, "routed_by": self.routed_by,
+        }
+        if self.input is not None:
+            out["input"] = self.input
+        if self.requested_version is not None:
+            out["requested_version"] = self.requested_version
+        return out
+
+
+class PredictionService:
+    def __init__(self, settings: Settings, gateway: TritonGateway, catalog: Catalog, cache: Cache,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.catalog = catalog
+        self.cache = cache
+        self.metrics = metrics
+        self.flights: SingleFlight[list[Scores]] = SingleFlight()
+
+    async def model_info(self, model: str) -> ModelInfo:
+        snap = self.catalog.snapshot
+        if not snap.triton_ready and not snap.states:
+            snap = await self.catalog.refresh()
+            if not snap.triton_ready:
+                raise TritonUnavailable("Triton is unreachable")
+        if not snap.knows(model):
+            raise NotFound(f"unknown model {model!r}; available: {', '.join(sorted(snap.states)) or 'none'}")
+        if model not in snap.infos or not snap.ready(model):
+            if self.settings.load_all_models:
+                raise ModelUnavailable(f"no version of {model!r} is ready")
+            await self.catalog.ensure_loaded(model)  # lazy loading on first use
+            if model not in self.catalog.snapshot.infos:
+                raise ModelUnavailable(f"no version of {model!r} is ready")
+        return self.catalog.snapshot.infos[model]
+
+    def tensor(self, info: ModelInfo, item: Item) -> np.ndarray:
+        if item.image is not None:
+            return preprocess.image_tensor(item.image, info, self.settings.max_image_pixels)
+        if item.text is not None:
+            return preprocess.text_tensor(item.text, info, self.settings.max_text_chars)
+        what = "text (or input)" if info.input_kind == "text_utf8" else "an image (file or image_b64)"
+        raise InvalidInput(f"model {info.name!r} needs {what}")
+
+    def decide(self, opts: Options) -> Decision:
+        route = self.settings.route_for(opts.model)
+        ready = self.catalog.snapshot.ready(opts.model)
+        decision = resolve(route, ready, opts.routing_key, opts.requested_version)
+        if decision is None:
+            raise ModelUnavailable(f"no version of {opts.model!r} is ready")
+        if decision.routed_by == "canary":
+            self.metrics.canary.labels(opts.model, str(decision.version)).inc()
+        elif decision.routed_by == "fallback":
+            self.metrics.fallbacks.labels(opts.model, "not_ready").inc()
+        return decision
+
+    async def predict(self, item: Item, opts: Options, request_id: str | None) -> Prediction:
+        return (await self.predict_many([item], opts, request_id))[0]
+
+    async def predict_many(self, items: list[Item], opts: Options, request_id: str | None) -> list[Prediction]:
+        if opts.top_k < 1 or opts.top_k > self.settings.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}")
+        info = await self.model_info(opts.model)
+        tensors = [self.tensor(info, item) for item in items]
+        top_k = min(opts.top_k, len(info.labels) or opts.top_k)
+        decision = self.decide(opts)
+        while True:
+            try:
+                results = await self._serve(info, decision.version, tensors, top_k, request_id)
+                break
+            except RouterError as exc:
+                decision = self._after_failure(opts, decision, exc)
+        texts = [item.text if item.image is None else None for item in items]
+        return [Prediction(opts.model, decision.version, decision.routed_by, scores, cached, text,
+                           decision.requested_version)
+                for (scores, cached), text in zip(results, texts)]
+
+    def _after_failure(self, opts: Options, decision: Decision, exc: RouterError) -> Decision:
+        """The next version to try, or re-raise. A version Triton calls not
+        ready is routed around; a canary that errors in any way too."""
+        canary_failed = decision.routed_by == "canary"
+        if not isinstance(exc, VersionUnavailable) and not canary_failed:
+            raise exc
+        if isinstance(exc, VersionUnavailable):
+            self.catalog.mark_unready(opts.model, decision.version)
+        route = self.settings.route_for(opts.model)
+        ready = self.catalog.snapshot.ready(opts.model) - {decision.version}
+        failed = decision.requested_version or decision.version
+        nxt = fallback(route, ready, failed)
+        if nxt is None:
+            raise ModelUnavailable(f"no version of {opts.model!r} is ready") from exc
+        self.metrics.fallbacks.labels(opts.model, "canary_error" if canary_failed else "not_ready").inc()
+        log.warning("%s v%d failed (%s); falling back to v%d", opts.model, decision.version, exc.code, nxt.version)
+        return nxt
+
+    async def _serve(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int,
+                     request_id: str | None) -> list[tuple[Scores, bool]]:
+        """Cache first; the misses as one Triton request (single-flight when
+        there is one); results stored after success only."""
+        s = self.settings
+        keys = [cache_key(s.cache_namespace, info.name, version, t.tobytes(), t.shape[1:], str(t.dtype),
+                          f"top_k={top_k}") for t in tensors]
+        cached = await self.cache.mget(keys)
+        results: list[tuple[Scores, bool] | None] = [None] * len(keys)
+        misses = []
+        for i, raw in enumerate(cached):
+            scores = _decode(raw)
+            self.metrics.observe_cache(info.name, version, scores is not None)
+            if scores is not None:
+                results[i] = (scores, True)
+            else:
+                misses.append(i)
+        if len(misses) == 1:
+            i = misses[0]
+            rows, shared = await self.flights.do(
+                keys[i], lambda: self._infer_and_store(info, version, [tensors[i]], [keys[i]], top_k, request_id))
+            if shared:
+                self.metrics.coalesced.labels(info.name).inc()
+            results[i] = (rows[0], False)
+        elif misses:
+            batch = await self._infer_and_store(info, version, [tensors[i] for i in misses],
+                                                [keys[i] for i in misses], top_k, request_id)
+            for i, scores in zip(misses, batch):
+                results[i] = (scores, False)
+        return results  # type: ignore[return-value]
+
+    async def _infer_and_store(self, info: ModelInfo, version: int, tensors: list[np.ndarray], keys: list[str],
+                               top_k: int, request_id: str | None) -> list[Scores]:
+        batch = np.concatenate(tensors) if len(tensors) > 1 else tensors[0]
+        with self.metrics.triton_seconds.labels(info.name, str(version)).time():
+            try:
+                rows = await self.gateway.infer(info.name, version, info.input_name, info.output_name,
+                                                batch, top_k, request_id)
+            except RouterError as exc:
+                self.metrics.triton_errors.labels(info.name, exc.code).inc()
+                raise
+        for key, scores in zip(keys, rows):
+            await self.cache.set(key, json.dumps(scores).encode(),
+                                 jittered_ttl(self.settings.cache_ttl_seconds, self.settings.cache_ttl_jitter))
+        return rows
+
+
+def _decode(raw: bytes | None) -> Scores | None:
+    if raw is None:
+        return None
+    try:
+        return [(str(label), float(score)) for label, score in json.loads(raw)]
+    except (ValueError, TypeError):
+        return None  # an unreadable entry is a miss

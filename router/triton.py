@@ -1,0 +1,125 @@
+"""The one Triton client of a router process: gRPC (default) or HTTP asyncio
+clients from tritonclient, with timeouts and errors mapped to domain errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from router.errors import BadRequest, RouterError, TritonFailed, TritonTimeout, TritonUnavailable, VersionUnavailable
+
+Scores = list[tuple[str, float]]  # (label, probability), best first
+
+_VERSION_GONE = ("unknown model", "not at ready state", "is not found", "unavailable model", "not ready")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: int | None
+    state: str
+
+
+def classify(exc: BaseException) -> RouterError:
+    """A tritonclient / transport exception as the error a client should see."""
+    if isinstance(exc, RouterError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return TritonTimeout("Triton did not answer in time")
+    if isinstance(exc, InferenceServerException):
+        status = str(exc.status() or "")
+        message = str(exc.message() or exc)
+        lowered = message.lower()
+        if any(s in lowered for s in _VERSION_GONE):
+            return VersionUnavailable(message)
+        if "DEADLINE_EXCEEDED" in status or "timeout" in lowered or "timed out" in lowered:
+            return TritonTimeout("Triton did not answer in time")
+        if "INVALID_ARGUMENT" in status or status == "400":
+            return BadRequest(f"Triton rejected the input: {message}")
+        if "UNAVAILABLE" in status or "connect" in lowered or status in ("502", "503"):
+            return TritonUnavailable("Triton is unreachable")
+        return TritonFailed("Triton could not run the request")
+    if isinstance(exc, OSError) or exc.__class__.__module__.startswith(("aiohttp", "grpc")):
+        return TritonUnavailable("Triton is unreachable")
+    return TritonFailed("Triton could not run the request")
+
+
+def parse_classes(raw: np.ndarray) -> list[Scores]:
+    """Rows of b"score:index:label" (the classification extension) -> scores."""
+    rows = []
+    for row in raw.reshape(raw.shape[0], -1):
+        scores = []
+        for item in row:
+            text = item.decode() if isinstance(item, bytes) else str(item)
+            score, _, rest = text.partition(":")
+            _, _, label = rest.partition(":")
+            scores.append((label, float(score)))
+        rows.append(scores)
+    return rows
+
+
+class TritonGateway:
+    def __init__(self, protocol: str, url: str, timeout: float) -> None:
+        self.protocol = protocol
+        self.url = url
+        self.timeout = timeout
+        if protocol == "grpc":
+            import tritonclient.grpc.aio as module
+            self._client = module.InferenceServerClient(url)
+        else:
+            import tritonclient.http.aio as module
+            self._client = module.InferenceServerClient(url, conn_timeout=timeout, conn_limit=256)
+        self._module = module
+
+    async def _call(self, coro, timeout: float | None = None):
+        try:
+            return await asyncio.wait_for(coro, timeout or self.timeout)
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    async def infer(self, model: str, version: int, input_name: str, output_name: str,
+                    tensor: np.ndarray, top_k: int, request_id: str | None) -> list[Scores]:
+        mod = self._module
+        inp = mod.InferInput(input_name, list(tensor.shape), "UINT8")
+        inp.set_data_from_numpy(tensor)
+        out = mod.InferRequestedOutput(output_name, class_count=top_k)
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        result = await self._call(self._client.infer(
+            model, [inp], model_version=str(version), outputs=[out], request_id=request_id or "", **kwargs))
+        return parse_classes(result.as_numpy(output_name))
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._call(self._client.is_server_ready(), timeout=min(2.0, self.timeout)))
+        except RouterError:
+            return False
+
+    async def index(self) -> list[IndexEntry]:
+        if self.protocol == "grpc":
+            raw = await self._call(self._client.get_model_repository_index(as_json=True))
+            models = raw.get("models", [])
+        else:
+            models = await self._call(self._client.get_model_repository_index())
+        out = []
+        for m in models:
+            version = m.get("version")
+            out.append(IndexEntry(m["name"], int(version) if version and str(version).isdigit() else None,
+                                  m.get("state", "")))
+        return out
+
+    async def config(self, model: str) -> dict:
+        if self.protocol == "grpc":
+            raw = await self._call(self._client.get_model_config(model, as_json=True))
+            return raw.get("config", raw)
+        return await self._call(self._client.get_model_config(model))
+
+    async def load(self, model: str, config: dict | None = None) -> None:
+        body = json.dumps(config) if config is not None else None
+        await self._call(self._client.load_model(model, config=body), timeout=max(60.0, self.timeout))
+
+    async def close(self) -> None:
+        await self._client.close()

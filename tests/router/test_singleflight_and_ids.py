@@ -1,0 +1,56 @@
+import asyncio
+
+import pytest
+
+from router.context import accept_request_id
+from router.singleflight import SingleFlight
+
+
+@pytest.mark.parametrize("candidate", ["abc-123", "A", "req.1:2_3", "x" * 128])
+def test_sane_request_ids_are_kept(candidate):
+    assert accept_request_id(candidate) == candidate
+
+
+@pytest.mark.parametrize("candidate", [None, "", "x" * 129, "has space", "-leading-dash", "semi;colon", "ü"])
+def test_other_request_ids_are_replaced(candidate):
+    rid = accept_request_id(candidate)
+    assert rid != candidate and len(rid) == 32 and int(rid, 16) >= 0
+
+
+def test_concurrent_identical_work_runs_once():
+    calls = 0
+
+    async def work():
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return "result"
+
+    async def scenario():
+        flights = SingleFlight()
+        results = await asyncio.gather(*(flights.do("k", work) for _ in range(50)))
+        assert [r for r, _ in results] == ["result"] * 50
+        assert sum(shared for _, shared in results) == 49
+        assert len(flights) == 0
+    asyncio.run(scenario())
+    assert calls == 1
+
+
+def test_an_error_is_shared_but_not_remembered():
+    attempts = 0
+
+    async def failing():
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom")
+
+    async def scenario():
+        flights = SingleFlight()
+        results = await asyncio.gather(*(flights.do("k", failing) for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert attempts == 1
+        with pytest.raises(RuntimeError):
+            await flights.do("k", failing)
+        assert attempts == 2
+    asyncio.run(scenario())
