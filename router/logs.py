@@ -9,7 +9,7 @@ import time
 
 from router.context import current_request_id
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
 class RequestIdFilter(logging.Filter):

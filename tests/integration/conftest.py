@@ -30,3 +30,29 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    from tests.integration.servers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_stats(triton):
+    """Triton's inference count for one model version, read over HTTP."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+
+    def count(model: str, version: int) -> int:
+        stats = client.get_inference_statistics(model, str(version))["model_stats"][0]
+        return int(stats["inference_count"])
+
+    yield count
+    client.close()
