@@ -13,7 +13,7 @@ MODELS := sentiment:1:bag sentiment:2:cnn digits:1:linear digits:2:cnn
 .PHONY: help setup system-deps models validate triton run test clean
 
 help:
-	@echo "make run       set up, build missing models, serve them with a local Triton"
+	@echo "make run       set up, build missing models, start Triton, Redis and the router (:8080)"
 	@echo "make test      set up and run the whole test suite"
 	@echo "make models    build any missing model versions ($(MODELS))"
 	@echo "make validate  check every config.pbtxt against its model files"
@@ -44,7 +44,7 @@ triton: models
 	$(PY) -m local_triton --model-repository $(REPO)
 
 run: models
-	$(PY) -m local_triton --model-repository $(REPO)
+	$(PY) -m devstack --model-repository $(REPO)
 
 test: models
 	$(PY) -m export validate

@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    from tests.integration.servers import RedisServer
+    from devstack.processes import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     try:

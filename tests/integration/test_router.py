@@ -13,14 +13,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.servers import RouterProcess
+from devstack.processes import RouterProcess
 
 ROUTES = '{"digits": {"default_version": 2}}'
 
 
 @pytest.fixture(scope="module")
 def router(triton, redis_server, tmp_path_factory):
-    with RouterProcess(tmp_path_factory.mktemp("router"), triton, {
+    with RouterProcess(tmp_path_factory.mktemp("router"), triton, {"TRITON_REFRESH_S": "0.5",
         "REDIS_URL": redis_server.url, "DEFAULT_MODEL_VERSION": "2", "MODEL_ROUTES": ROUTES,
     }) as proc:
         yield proc

@@ -15,8 +15,7 @@ import tritonclient.http as httpclient
 
 from local_triton import Ports, TritonServer
 from router.routing import in_canary
-from tests.conftest import free_port
-from tests.integration.servers import RedisServer, RouterProcess
+from devstack.processes import RedisServer, RouterProcess, free_port
 
 
 async def _traffic(url: str, n: int, make_request, concurrency: int = 16, on_progress=None):
@@ -36,7 +35,7 @@ async def _traffic(url: str, n: int, make_request, concurrency: int = 16, on_pro
 
 @pytest.fixture(scope="module")
 def canary_router(triton, tmp_path_factory):
-    with RouterProcess(tmp_path_factory.mktemp("canary"), triton, {
+    with RouterProcess(tmp_path_factory.mktemp("canary"), triton, {"TRITON_REFRESH_S": "0.5",
         "DEFAULT_MODEL_VERSION": "2", "CANARY_VERSION": "1", "CANARY_PERCENT": "20",
         "REQUEST_LOGGING": "false",
     }) as proc:
@@ -103,7 +102,7 @@ def test_canary_unloaded_mid_traffic_falls_back(triton, canary_router):
 def test_redis_killed_mid_run_then_back(triton, tmp_path):
     redis = RedisServer(tmp_path / "redis").start()
     try:
-        with RouterProcess(tmp_path / "router", triton, {
+        with RouterProcess(tmp_path / "router", triton, {"TRITON_REFRESH_S": "0.5",
             "REDIS_URL": redis.url, "REDIS_BACKOFF_MAX_S": "0.5", "REDIS_TIMEOUT_S": "0.1",
         }) as router:
             killed = threading.Event()
@@ -145,7 +144,8 @@ def test_lazy_loading_then_triton_stopped(tmp_path):
     server = TritonServer(MODEL_REPOSITORY, Ports(free_port(), free_port(), free_port()), models=["digits"],
                           log_path=tmp_path / "triton.log")
     with server:
-        with RouterProcess(tmp_path / "router", server, {"LOAD_ALL_MODELS": "false"}) as router:
+        with RouterProcess(tmp_path / "router", server, {"LOAD_ALL_MODELS": "false",
+                                                               "TRITON_REFRESH_S": "0.5"}) as router:
             models = httpx.get(f"{router.url}/models").json()["models"]
             assert models["sentiment"]["versions"] == {} or "READY" not in models["sentiment"]["versions"].values()
             assert httpx.get(f"{router.url}/health").json()["redis"] == "disabled"

@@ -1,5 +1,5 @@
-"""Real servers for the integration tests: redis-server and the router, as
-processes on free loopback ports, stopped in `finally`."""
+"""redis-server and the router as child processes on loopback ports: used
+by `make run` and by the integration tests alike."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 
 def _wait(check, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
@@ -73,15 +80,18 @@ class RedisServer:
 
 
 class RouterProcess:
-    """`python -m router` with the given settings, in a folder with no .env."""
+    """`python -m router` with the given settings. `cwd` decides which `.env`
+    it reads: the tests run it in a folder that has none."""
 
-    def __init__(self, workdir: Path, triton, env: dict[str, str]) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, triton, env: dict[str, str], port: int | None = None,
+                 cwd: Path | None = None) -> None:
+        self.port = port or free_port()
         self.workdir = workdir
+        self.cwd = cwd or workdir
         self.env = {
             "HOST": "127.0.0.1", "PORT": str(self.port),
             "TRITON_GRPC_URL": triton.grpc_url, "TRITON_HTTP_URL": triton.http_url.removeprefix("http://"),
-            "TRITON_REFRESH_S": "0.5", "LOG_LEVEL": "INFO", **env,
+            **env,
         }
         self.proc: subprocess.Popen | None = None
         self.log = workdir / f"router-{self.port}.log"
@@ -101,7 +111,7 @@ class RouterProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CANARY_VERSION", "CANARY_PERCENT")}
         env.update(self.env)
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "router"], cwd=self.workdir, env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "router"], cwd=self.cwd, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
         _wait(self._healthy, 60, "router", self.proc, self.log)
         return self

@@ -1,0 +1,1 @@
+"""The whole local stack as child processes: Triton, Redis and the router."""
