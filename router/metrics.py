@@ -46,11 +46,12 @@ class Metrics:
         self._per_version: Tally[str] = Tally()
 
     def observe_request(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self._total += 1
-            self._latency_sum += seconds
-            if version:
-                self._per_version[f"{model}:v{version}"] += 1
+        if model:  # /stats counts predictions, not probes and scrapes
+            with self._lock:
+                self._total += 1
+                self._latency_sum += seconds
+                if version:
+                    self._per_version[f"{model}:v{version}"] += 1
         if self.enabled:
             self.requests.labels(route, model, version, str(status)).inc()
             self.latency.labels(route, model, version).observe(seconds)

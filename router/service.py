@@ -16,7 +16,7 @@ from router.errors import (InvalidInput, ModelUnavailable, NotFound, RouterError
                            VersionUnavailable)
 from router.metrics import Metrics
 from router.routing import Decision, fallback, resolve
-from router.settings import Settings
+from router.settings import ModelRoute, Settings
 from router.singleflight import SingleFlight
 from router.triton import Scores, TritonGateway
 
@@ -73,6 +73,14 @@ class PredictionService:
         self.cache = cache
         self.metrics = metrics
         self.flights: SingleFlight[list[Scores]] = SingleFlight()
+        self._routes: dict[str, ModelRoute] = {}
+
+    def route(self, model: str) -> ModelRoute:
+        """The model's split, computed once from settings."""
+        route = self._routes.get(model)
+        if route is None:
+            route = self._routes[model] = self.settings.route_for(model)
+        return route
 
     async def model_info(self, model: str) -> ModelInfo:
         snap = self.catalog.snapshot
@@ -99,7 +107,7 @@ class PredictionService:
         raise InvalidInput(f"model {info.name!r} needs {what}")
 
     def decide(self, opts: Options) -> Decision:
-        route = self.settings.route_for(opts.model)
+        route = self.route(opts.model)
         ready = self.catalog.snapshot.ready(opts.model)
         decision = resolve(route, ready, opts.routing_key, opts.requested_version)
         if decision is None:
@@ -139,7 +147,7 @@ class PredictionService:
             raise exc
         if isinstance(exc, VersionUnavailable):
             self.catalog.mark_unready(opts.model, decision.version)
-        route = self.settings.route_for(opts.model)
+        route = self.route(opts.model)
         ready = self.catalog.snapshot.ready(opts.model) - {decision.version}
         failed = decision.requested_version or decision.version
         nxt = fallback(route, ready, failed)

@@ -262,3 +262,19 @@ def test_identical_concurrent_cold_requests_reach_triton_once(router, triton_sta
         time.sleep(0.1)
     time.sleep(0.3)
     assert triton_stats("sentiment", 1) - before == 1
+
+
+def test_router_over_triton_http(triton, tmp_path):
+    """TRITON_PROTOCOL=http: the same answers through tritonclient.http.aio."""
+    with RouterProcess(tmp_path, triton, {"TRITON_PROTOCOL": "http", "MODEL_ROUTES": ROUTES,
+                                          "DEFAULT_MODEL_VERSION": "2"}) as proc:
+        with httpx.Client(base_url=proc.url, timeout=30) as client:
+            text = client.post("/predict", json={"text": "this was a terrible, awful day", "top_k": 2})
+            assert text.status_code == 200, text.text
+            assert text.json()["prediction"] == "negative" and list(text.json()["scores"]) == ["negative", "positive"]
+            png, label = digit_png(4)
+            image = client.post("/models/digits/predict", files={"file": ("four.png", png)})
+            assert image.json()["prediction"] == str(label)
+            models = client.get("/models").json()["models"]
+            assert models["digits"]["input_shape"] == [8, 8] and models["sentiment"]["versions"]["2"] == "READY"
+            assert client.get("/ready").status_code == 200
