@@ -10,13 +10,14 @@ REPO   := model_repository
 # model:version:architecture - the versions a fresh clone serves
 MODELS := sentiment:1:bag sentiment:2:cnn digits:1:linear digits:2:cnn
 
-.PHONY: help setup system-deps models validate triton run test clean
+.PHONY: help setup system-deps models validate triton run stack test clean
 
 help:
 	@echo "make run       set up, build missing models, start Triton, Redis and the router (:8080)"
 	@echo "make test      set up and run the whole test suite"
 	@echo "make models    build any missing model versions ($(MODELS))"
 	@echo "make validate  check every config.pbtxt against its model files"
+	@echo "make stack     the Compose topology without Docker: nginx (:8080) over 3 routers, Prometheus (:9090)"
 	@echo "make triton    serve model_repository/ on :8000 (HTTP) :8001 (gRPC) :8002 (metrics)"
 
 system-deps:
@@ -45,6 +46,9 @@ triton: models
 
 run: models
 	$(PY) -m devstack --model-repository $(REPO)
+
+stack: models
+	$(PY) -m devstack --model-repository $(REPO) --replicas 3
 
 test: models
 	$(PY) -m export validate

@@ -1,5 +1,7 @@
-"""`python -m devstack` (`make run`): Triton, redis-server and the router on
-this machine, without Docker. Prints the URLs; Ctrl-C or SIGTERM stops all."""
+"""`python -m devstack` (`make run`, `make stack`): the local stack without
+Docker. One router by default; `--replicas N` runs the Compose topology
+instead: N routers behind nginx, scraped by Prometheus. Prints the URLs;
+Ctrl-C or SIGTERM stops everything."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from devstack.processes import RedisServer, RouterProcess
+from devstack.processes import ChildProcess, RedisServer, RouterProcess
+from devstack.topology import Topology
 from local_triton import Ports, TritonError, TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,11 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--router-port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8080, help="the entry point: the router, or nginx")
+    parser.add_argument("--replicas", type=int, default=1, help="routers; more than 1 adds nginx and Prometheus")
     parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--triton-ports", type=int, nargs=3, default=(8000, 8001, 8002),
                         metavar=("HTTP", "GRPC", "METRICS"))
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".devstack", help="logs and Redis data")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".devstack", help="logs and data")
     args = parser.parse_args(argv)
 
     def on_term(signum, frame):
@@ -33,24 +38,32 @@ def main(argv: list[str] | None = None) -> int:
     triton = TritonServer(args.model_repository, Ports(*args.triton_ports),
                           log_path=args.workdir / "tritonserver.log")
     redis = RedisServer(args.workdir / "redis", port=args.redis_port)
-    router = RouterProcess(args.workdir, triton, {"REDIS_URL": redis.url}, port=args.router_port, cwd=ROOT)
+    if args.replicas > 1:
+        front = Topology(args.workdir, triton, redis.url, [args.port + 1 + i for i in range(args.replicas)],
+                         args.port, args.prometheus_port, cwd=ROOT)
+        children: list[ChildProcess] = front.children
+    else:
+        front = RouterProcess(args.workdir, triton, {"REDIS_URL": redis.url}, port=args.port, cwd=ROOT)
+        children = [front]
     try:
         print("starting Triton, Redis and the router...", flush=True)
         triton.start()
         redis.start()
         triton.wait_ready()
-        router.start()
-        print(f"""
-  router   http://127.0.0.1:{router.port}            try: curl 'localhost:{router.port}/predict?text=hello'
-  docs     http://127.0.0.1:{router.port}/docs
-  metrics  http://127.0.0.1:{router.port}/metrics    (router)   {triton.metrics_url} (Triton)
-  triton   {triton.http_url} (HTTP)   {triton.grpc_url} (gRPC)
-  redis    {redis.url}
-  logs     {args.workdir}/
-Ctrl-C to stop.""", flush=True)
+        front.start()
+        lines = [f"  entry    http://127.0.0.1:{args.port}   try: curl 'localhost:{args.port}/predict?text=hello'",
+                 f"  docs     http://127.0.0.1:{args.port}/docs",
+                 f"  metrics  http://127.0.0.1:{args.port}/metrics (router)   {triton.metrics_url} (Triton)"]
+        if args.replicas > 1:
+            lines += [f"  routers  {', '.join(r.url for r in front.routers)} (behind nginx, least_conn)",
+                      f"  prometheus {front.prometheus.url}"]
+        lines += [f"  triton   {triton.http_url} (HTTP)   {triton.grpc_url} (gRPC)",
+                  f"  redis    {redis.url}", f"  logs     {args.workdir}/", "Ctrl-C to stop."]
+        print("\n" + "\n".join(lines), flush=True)
         while True:
-            for name, proc in (("tritonserver", triton.process), ("redis-server", redis.proc), ("router", router.proc)):
-                if proc is None or proc.poll() is not None:
+            for name, child in [("tritonserver", triton.process), ("redis-server", redis.proc),
+                                *[(c.name, c.proc) for c in children]]:
+                if child is None or child.poll() is not None:
                     print(f"error: {name} exited; stopping the stack (logs in {args.workdir})", file=sys.stderr)
                     return 1
             time.sleep(1)
@@ -61,7 +74,7 @@ Ctrl-C to stop.""", flush=True)
         print("\nstopping...", flush=True)
         return 0
     finally:
-        router.stop()
+        front.stop()
         redis.stop()
         triton.stop()
 

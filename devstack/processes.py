@@ -1,134 +1,100 @@
-"""redis-server and the router as child processes on loopback ports: used
-by `make run` and by the integration tests alike."""
+"""redis-server, the router, nginx and Prometheus as child processes on
+loopback ports: used by `make run`, `make stack` and the integration tests."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-
-def _wait(check, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        if check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start in {timeout}s:\n{log.read_text()[-3000:]}")
+def http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+    return check
 
 
-class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
+def require(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise RuntimeError(f"{binary} is not installed: run `make setup` as root (it installs the Debian package)")
+    return path
+
+
+class ChildProcess:
+    """One long-running child: started, waited for, and always stopped."""
+
+    name = "process"
+
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
+        self.log = workdir / f"{self.name}.log"
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
-    def _ping(self) -> bool:
-        try:
-            out = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, timeout=2)
-            return out.stdout.strip() == "PONG"
-        except subprocess.SubprocessError:
-            return False
+    def ready(self) -> bool:
+        raise NotImplementedError
 
-    def start(self) -> "RedisServer":
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: run `make setup` (as root)")
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def cwd(self) -> Path:
+        return self.workdir
+
+    def start(self, timeout: float = 60) -> "ChildProcess":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.workdir / "redis.log"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--logfile", str(log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        log.touch()
-        _wait(self._ping, 15, "redis-server", self.proc, log)
-        return self
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), cwd=self.cwd(), env=self.env(), stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start in {timeout:.0f}s:\n{self.log.read_text()[-3000:]}")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        if self.running():
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-class RouterProcess:
-    """`python -m router` with the given settings. `cwd` decides which `.env`
-    it reads: the tests run it in a folder that has none."""
-
-    def __init__(self, workdir: Path, triton, env: dict[str, str], port: int | None = None,
-                 cwd: Path | None = None) -> None:
-        self.port = port or free_port()
-        self.workdir = workdir
-        self.cwd = cwd or workdir
-        self.env = {
-            "HOST": "127.0.0.1", "PORT": str(self.port),
-            "TRITON_GRPC_URL": triton.grpc_url, "TRITON_HTTP_URL": triton.http_url.removeprefix("http://"),
-            **env,
-        }
-        self.proc: subprocess.Popen | None = None
-        self.log = workdir / f"router-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def start(self) -> "RouterProcess":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CANARY_VERSION", "CANARY_PERCENT")}
-        env.update(self.env)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "router"], cwd=self.cwd, env=env,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        _wait(self._healthy, 60, "router", self.proc, self.log)
-        return self
-
-    def stop(self) -> int | None:
+    def stop(self, timeout: float = 15) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
         return self.proc.returncode
 
-    def __enter__(self) -> "RouterProcess":
+    def __enter__(self):
         try:
             return self.start()
         except BaseException:
@@ -137,3 +103,63 @@ class RouterProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class RedisServer(ChildProcess):
+    name = "redis"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir)]
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class RouterProcess(ChildProcess):
+    """`python -m router` with the given settings. Its working directory
+    decides which `.env` it reads: the tests use a folder that has none."""
+
+    name = "router"
+
+    def __init__(self, workdir: Path, triton, env: dict[str, str], port: int | None = None,
+                 cwd: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.name = f"router-{self.port}"
+        super().__init__(workdir)
+        self._cwd = cwd or workdir
+        self.settings = {
+            "HOST": "127.0.0.1", "PORT": str(self.port),
+            "TRITON_GRPC_URL": triton.grpc_url, "TRITON_HTTP_URL": triton.http_url.removeprefix("http://"),
+            **env,
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "router"]
+
+    def cwd(self) -> Path:
+        return self._cwd
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CANARY_VERSION", "CANARY_PERCENT")}
+        return {**env, **self.settings}
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.url}/health")()

@@ -4,6 +4,8 @@ set -euo pipefail
 packages=(
   libpython3.11  # the Triton Python-backend stub embeds it
   redis-server   # the response cache (make run, integration tests)
+  nginx          # load balancing over router replicas (make stack, topology test)
+  prometheus     # scraping Triton and the routers (make stack, topology test)
 )
 
 missing=()
