@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from devstack.processes import ChildProcess, RedisServer, RouterProcess
+from devstack.processes import ChildProcess, RedisServer, RouterProcess, WorkerProcess
 from devstack.topology import Topology
 from local_triton import Ports, TritonError, TritonServer
 
@@ -45,12 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         front = RouterProcess(args.workdir, triton, {"REDIS_URL": redis.url}, port=args.port, cwd=ROOT)
         children = [front]
+    worker = WorkerProcess(args.workdir, triton, {"REDIS_URL": redis.url}, name="worker-1", cwd=ROOT)
+    children.append(worker)
     try:
-        print("starting Triton, Redis and the router...", flush=True)
+        print("starting Triton, Redis, the router and a worker...", flush=True)
         triton.start()
         redis.start()
         triton.wait_ready()
         front.start()
+        worker.start()
         lines = [f"  entry    http://127.0.0.1:{args.port}   try: curl 'localhost:{args.port}/predict?text=hello'",
                  f"  docs     http://127.0.0.1:{args.port}/docs",
                  f"  metrics  http://127.0.0.1:{args.port}/metrics (router)   {triton.metrics_url} (Triton)"]
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += [f"  routers  {', '.join(r.url for r in front.routers)} (behind nginx, least_conn)",
                       f"  prometheus {front.prometheus.url}"]
         lines += [f"  triton   {triton.http_url} (HTTP)   {triton.grpc_url} (gRPC)",
-                  f"  redis    {redis.url}", f"  logs     {args.workdir}/", "Ctrl-C to stop."]
+                  f"  redis    {redis.url}   worker: python -m router.worker ({worker.concurrency} tasks)",
+                  f"  logs     {args.workdir}/", "Ctrl-C to stop."]
         print("\n" + "\n".join(lines), flush=True)
         while True:
             for name, child in [("tritonserver", triton.process), ("redis-server", redis.proc),
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping...", flush=True)
         return 0
     finally:
+        worker.stop()
         front.stop()
         redis.stop()
         triton.stop()

@@ -163,3 +163,22 @@ class RouterProcess(ChildProcess):
 
     def ready(self) -> bool:
         return http_ok(f"{self.url}/health")()
+
+
+class WorkerProcess(RouterProcess):
+    """`python -m router.worker`, with the same settings as a router."""
+
+    def __init__(self, workdir: Path, triton, env: dict[str, str], concurrency: int = 8, name: str | None = None,
+                 cwd: Path | None = None) -> None:
+        super().__init__(workdir, triton, env, cwd=cwd)
+        self.consumer = name or f"worker-{self.port}"
+        self.name = self.consumer
+        self.log = workdir / f"{self.consumer}.log"
+        self.concurrency = concurrency
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "router.worker", "--concurrency", str(self.concurrency),
+                "--name", self.consumer]
+
+    def ready(self) -> bool:
+        return self.log.exists() and "reading jobs" in self.log.read_text(errors="replace")

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import ValidationError
-
-from router.errors import BadRequest, InvalidInput, UnsupportedMediaType
-from router.preprocess import decode_b64
+from fastapi.responses import FileResponse, JSONResponse, Response
+from router import requests as parse
+from router.errors import InvalidInput
 from router.routing import default_version
 from router.schemas import BatchBody, BatchResponse, ErrorResponse, PredictBody, PredictResponse
-from router.service import Item, Options, PredictionService
-from router.settings import Settings, parse_version
+from router.service import Item, PredictionService
+from router.settings import Settings
 
 api = APIRouter()
+STATIC = Path(__file__).resolve().parent / "static"
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503, 504)}
 
@@ -34,75 +33,6 @@ ServiceDep = Annotated[PredictionService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def _invalid(exc: ValidationError) -> InvalidInput:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return InvalidInput(f"{where}: {first['msg']}" if where else first["msg"])
-
-
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise BadRequest("the request body is empty; send JSON or a multipart upload")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the request body is not valid JSON") from None
-
-
-async def _predict_body(request: Request) -> tuple[PredictBody, bytes | None]:
-    """JSON, or multipart with an upload in `file`; options may also come in the query string."""
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    upload = None
-    if ctype == "multipart/form-data":
-        form = await request.form()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        file = form.get("file")
-        if file is not None and not isinstance(file, str):
-            upload = await file.read()
-        if "top_k" in fields:
-            fields["top_k"] = _int_field("top_k", fields["top_k"])
-    elif ctype in ("application/json", "text/json") or ctype.endswith("+json"):
-        fields = await _json(request)
-        if not isinstance(fields, dict):
-            raise InvalidInput("the JSON body must be an object")
-    else:
-        raise UnsupportedMediaType(f"unsupported content type {ctype!r}; send application/json or multipart/form-data")
-    for key in ("model", "model_version", "top_k"):
-        if fields.get(key) is None and key in request.query_params:
-            value = request.query_params[key]
-            fields[key] = _int_field(key, value) if key == "top_k" else value
-    try:
-        return PredictBody.model_validate(fields), upload
-    except ValidationError as exc:
-        raise _invalid(exc) from None
-
-
-def _int_field(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInput(f"{name}: must be an integer") from None
-
-
-def _options(request: Request, settings: Settings, model: str | None, version, top_k: int | None) -> Options:
-    try:
-        requested = parse_version(version)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    rid = request.state.request_id
-    return Options(model=model or settings.default_model, requested_version=requested, top_k=top_k or 1,
-                   routing_key=request.headers.get("x-user-id") or rid)
-
-
-def _item(text: str | None, image_b64: str | None, upload: bytes | None) -> Item:
-    if upload is not None:
-        return Item(image=upload)
-    if image_b64 is not None:
-        return Item(image=decode_b64(image_b64))
-    return Item(text=text)
-
-
 def _respond(request: Request, body: dict, preds) -> JSONResponse:
     state = request.state
     latency = round((time.perf_counter() - state.started) * 1000, 3)
@@ -116,12 +46,10 @@ def _respond(request: Request, body: dict, preds) -> JSONResponse:
 
 async def _predict_one(request: Request, service: PredictionService, settings: Settings,
                        path_model: str | None = None) -> JSONResponse:
-    body, upload = await _predict_body(request)
-    opts = _options(request, settings, path_model or body.model, body.model_version, body.top_k)
-    text = body.text if body.text is not None else body.input
-    pred = await service.predict(_item(text, body.image_b64, upload), opts, request.state.request_id)
-    out = {"request_id": request.state.request_id, **pred.body()}
-    return _respond(request, out, [pred])
+    fields, upload = await parse.read_fields(request)
+    items, opts = parse.single(request, settings, fields, upload, path_model)
+    pred = await service.predict(items[0], opts, request.state.request_id)
+    return _respond(request, {"request_id": request.state.request_id, **pred.body()}, [pred])
 
 
 PREDICT_DOC = dict(
@@ -145,7 +73,7 @@ async def predict_get(request: Request, service: ServiceDep, settings: SettingsD
                       text: Annotated[str, Query(description="Text to classify")],
                       model: str | None = None, model_version: str | None = None,
                       top_k: Annotated[int | None, Query(ge=1)] = None):
-    opts = _options(request, settings, model, model_version, top_k)
+    opts = parse.options(request, settings, model, model_version, top_k)
     pred = await service.predict(Item(text=text), opts, request.state.request_id)
     return _respond(request, {"request_id": request.state.request_id, **pred.body()}, [pred])
 
@@ -159,20 +87,10 @@ async def predict_model(model: str, request: Request, service: ServiceDep, setti
           responses=ERRORS, openapi_extra={"requestBody": {"required": True, "content": {
               "application/json": {"schema": BatchBody.model_json_schema()}}}})
 async def predict_batch(request: Request, service: ServiceDep, settings: SettingsDep):
-    raw = await _json(request)
-    if not isinstance(raw, dict):
+    fields = await parse.read_json(request)
+    if not isinstance(fields, dict):
         raise InvalidInput("the JSON body must be an object")
-    try:
-        body = BatchBody.model_validate(raw)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
-    if not body.inputs:
-        raise InvalidInput("inputs must hold at least one item")
-    if len(body.inputs) > settings.max_batch_items:
-        raise InvalidInput(f"inputs holds {len(body.inputs)} items; at most {settings.max_batch_items} are accepted")
-    items = [Item(text=i) if isinstance(i, str) else
-             _item(i.text if i.text is not None else i.input, i.image_b64, None) for i in body.inputs]
-    opts = _options(request, settings, body.model, body.model_version, body.top_k)
+    items, opts = parse.batch(request, settings, fields)
     preds = await service.predict_many(items, opts, request.state.request_id)
     rid = request.state.request_id
     results = [{"request_id": f"{rid}-{n}", **p.body()} for n, p in enumerate(preds)]
@@ -227,4 +145,4 @@ async def stats(request: Request):
 
 @api.get("/", include_in_schema=False)
 async def index():
-    return RedirectResponse("/docs")
+    return FileResponse(STATIC / "index.html")

@@ -8,18 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from router.api import api
-from router.cache import LRUCache, RedisCache
-from router.catalog import Catalog
+from router.api import STATIC, api
+from router.api_jobs import jobs_api
 from router.context import current_request_id
 from router.errors import RouterError, error_body
 from router.metrics import Metrics
 from router.middleware import EdgeMiddleware
-from router.service import PredictionService
+from router.jobs import open_jobs
+from router.runtime import open_service
 from router.settings import Settings
-from router.triton import TritonGateway
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +28,10 @@ log = logging.getLogger(__name__)
 async def lifespan(app: FastAPI):
     """Opens every client inside the running loop; closes them all on exit."""
     settings: Settings = app.state.settings
-    metrics: Metrics = app.state.metrics
-    gateway = TritonGateway(settings.triton_protocol, settings.triton_url, settings.triton_timeout_s)
-    if settings.redis_url:
-        cache = RedisCache(settings.redis_url, settings.redis_timeout_s, settings.redis_backoff_max_s,
-                           on_error=lambda op: metrics.redis_errors.labels(op).inc())
-    else:
-        cache = LRUCache(settings.cache_lru_size)
-
-    def on_refresh(snapshot):
-        for model in snapshot.states:
-            metrics.loaded_versions.labels(model).set(len(snapshot.ready(model)))
-
-    catalog = Catalog(gateway, settings.triton_refresh_s, settings.load_all_models, on_refresh)
-    try:
-        await catalog.start()
-        app.state.service = PredictionService(settings, gateway, catalog, cache, metrics)
-        log.info("router ready: triton=%s (%s), cache=%s", settings.triton_url, settings.triton_protocol,
-                 cache.backend)
+    async with open_service(settings, app.state.metrics) as service, open_jobs(settings) as jobs:
+        app.state.service = service
+        app.state.jobs = jobs
         yield
-    finally:
-        await catalog.stop()
-        await cache.close()
-        await gateway.close()
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -84,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     register_error_handlers(app)
     app.include_router(api)
+    app.include_router(jobs_api)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics,
                        request_logging=settings.request_logging)
     return app

@@ -64,3 +64,17 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+    created: bool = Field(..., description="False when an Idempotency-Key returned an existing job")
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: str = Field(..., description='"queued", "running", "done" or "failed"')
+    attempts: int
+    result: dict | None = Field(None, description="The /predict body (or {results: [...]} for a batch)")
+    error: ErrorDetail | None = None

@@ -121,12 +121,17 @@ class PredictionService:
     async def predict(self, item: Item, opts: Options, request_id: str | None) -> Prediction:
         return (await self.predict_many([item], opts, request_id))[0]
 
-    async def predict_many(self, items: list[Item], opts: Options, request_id: str | None) -> list[Prediction]:
+    async def prepare(self, items: list[Item], opts: Options) -> tuple[ModelInfo, list[np.ndarray], int]:
+        """Everything a prediction would refuse, refused here: the model, the
+        inputs, top_k. Jobs call it at submit time."""
         if opts.top_k < 1 or opts.top_k > self.settings.max_top_k:
             raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}")
         info = await self.model_info(opts.model)
         tensors = [self.tensor(info, item) for item in items]
-        top_k = min(opts.top_k, len(info.labels) or opts.top_k)
+        return info, tensors, min(opts.top_k, len(info.labels) or opts.top_k)
+
+    async def predict_many(self, items: list[Item], opts: Options, request_id: str | None) -> list[Prediction]:
+        info, tensors, top_k = await self.prepare(items, opts)
         decision = self.decide(opts)
         while True:
             try:

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     cache_namespace: str = "pred"
     cache_lru_size: int = Field(default=10_000, ge=1)
 
+    # Jobs: a Redis Stream; defaults to REDIS_URL. Job data has no TTL until
+    # it is done, so a `volatile-*` or `noeviction` memory policy never evicts it.
+    jobs_redis_url: str | None = None
+    jobs_redis_timeout_s: float = Field(default=5.0, gt=0)
+    job_result_ttl_seconds: int = Field(default=86_400, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_claim_idle_ms: int = Field(default=30_000, ge=100, description="pending this long -> another worker takes it")
+    worker_concurrency: int = Field(default=8, ge=1)
+    worker_drain_s: float = Field(default=20.0, ge=0)
+
     default_model: str = "sentiment"
     # The seed's names; they apply to DEFAULT_MODEL.
     default_model_version: int | None = None
@@ -100,6 +110,10 @@ class Settings(BaseSettings):
             return ModelRoute(default_version=self.default_model_version, canary_version=self.canary_version,
                               canary_percent=self.canary_percent)
         return ModelRoute()
+
+    @property
+    def jobs_url(self) -> str | None:
+        return self.jobs_redis_url or self.redis_url
 
     @property
     def triton_url(self) -> str:

@@ -6,6 +6,7 @@ packages=(
   redis-server   # the response cache (make run, integration tests)
   nginx          # load balancing over router replicas (make stack, topology test)
   prometheus     # scraping Triton and the routers (make stack, topology test)
+  chromium       # the web page's browser test (driven by Playwright)
 )
 
 missing=()

@@ -1,0 +1,143 @@
+// The router's try-it page: plain JavaScript, no framework, nothing from a CDN.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let models = {};
+
+async function loadModels() {
+  const resp = await fetch("/models");
+  const body = await resp.json();
+  models = body.models || {};
+  const select = $("model");
+  const previous = select.value || body.default_model;
+  select.innerHTML = "";
+  for (const name of Object.keys(models)) {
+    select.add(new Option(name, name, false, name === previous));
+  }
+  renderModels(body.default_model);
+  onModelChange();
+}
+
+function renderModels(defaultModel) {
+  const rows = Object.entries(models).map(([name, m]) => {
+    const versions = Object.entries(m.versions)
+      .map(([v, state]) => `<span class="state-${state}">v${v} ${state.toLowerCase()}</span>`).join(", ");
+    const canary = m.canary_version ? `v${m.canary_version} at ${m.canary_percent}%` : "none";
+    const shape = m.input_shape ? ` [${m.input_shape.join("×")}]` : "";
+    return `<tr><td>${name}${name === defaultModel ? " <span class='muted'>(default)</span>" : ""}</td>` +
+      `<td>${versions || "-"}</td><td>${m.default_version ? "v" + m.default_version : "-"}</td>` +
+      `<td>${canary}</td><td>${m.input_kind || "-"}${shape}</td></tr>`;
+  });
+  $("models").querySelector("tbody").innerHTML = rows.join("");
+}
+
+function onModelChange() {
+  const m = models[$("model").value] || {};
+  const isImage = m.input_kind === "image_gray";
+  $("text-input").hidden = isImage;
+  $("image-input").hidden = !isImage;
+  const version = $("version");
+  version.innerHTML = "";
+  version.add(new Option("routed", ""));
+  for (const v of Object.keys(m.versions || {})) version.add(new Option("v" + v, v));
+  const classes = Math.max(1, (m.labels || []).length);
+  $("top-k").max = classes;
+  $("top-k").value = Math.min(3, classes);
+}
+
+function showError(err) {
+  $("error").hidden = false;
+  $("error").textContent = `${err.code}: ${err.message}` + (err.request_id ? ` (request id ${err.request_id})` : "");
+}
+
+function render(body, cacheHeader) {
+  $("result").hidden = false;
+  $("prediction").textContent = body.prediction;
+  $("confidence").textContent = `${(body.confidence * 100).toFixed(1)}%`;
+  $("scores").innerHTML = Object.entries(body.scores).map(([label, p]) =>
+    `<div class="bar"><span>${label}</span><span class="track"><span class="fill" style="width:${(p * 100).toFixed(1)}%"></span></span>` +
+    `<span>${(p * 100).toFixed(1)}%</span></div>`).join("");
+  $("meta-version").textContent = `v${body.model_version}` + (body.requested_version ? ` (asked for v${body.requested_version})` : "");
+  $("meta-routed").textContent = body.routed_by;
+  $("meta-cache").textContent = cacheHeader || (body.cached ? "HIT" : "MISS");
+  $("meta-latency").textContent = `${body.latency_ms} ms`;
+  $("meta-request-id").textContent = body.request_id;
+}
+
+function buildRequest() {
+  const m = models[$("model").value] || {};
+  const fields = { model: $("model").value, top_k: Number($("top-k").value) || 1 };
+  if ($("version").value) fields.model_version = $("version").value;
+  if (m.input_kind === "image_gray") {
+    const file = $("file").files[0];
+    if (!file) throw { code: "invalid_input", message: "choose an image first" };
+    const form = new FormData();
+    form.append("file", file);
+    for (const [k, v] of Object.entries(fields)) form.append(k, String(v));
+    return { body: form };
+  }
+  fields.text = $("text").value;
+  return { body: JSON.stringify(fields), headers: { "Content-Type": "application/json" } };
+}
+
+async function pollJob(url) {
+  const deadline = Date.now() + 60000;
+  while (Date.now() < deadline) {
+    const job = await (await fetch(url)).json();
+    $("job-status").textContent = `job ${job.job_id}: ${job.status}` + (job.attempts > 1 ? ` (attempt ${job.attempts})` : "");
+    if (job.status === "done") return job.result;
+    if (job.status === "failed") throw job.error;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw { code: "timeout", message: "the job did not finish in 60 s" };
+}
+
+async function submit(event) {
+  event.preventDefault();
+  $("error").hidden = true;
+  $("result").hidden = true;
+  $("predict").disabled = true;
+  const asJob = $("as-job").checked;
+  $("job-status").hidden = !asJob;
+  try {
+    const request = buildRequest();
+    const resp = await fetch(asJob ? "/jobs" : "/predict", { method: "POST", ...request });
+    const body = await resp.json();
+    if (!resp.ok) throw body.error;
+    if (asJob) {
+      $("job-status").textContent = `job ${body.job_id}: queued`;
+      render(await pollJob(body.status_url), null);
+    } else {
+      render(body, resp.headers.get("X-Cache"));
+    }
+  } catch (err) {
+    showError(err && err.code ? err : { code: "error", message: String(err) });
+  } finally {
+    $("predict").disabled = false;
+    loadModels();
+  }
+}
+
+function setUpDrop() {
+  const drop = $("drop");
+  const preview = () => {
+    const file = $("file").files[0];
+    if (!file) return;
+    $("preview").src = URL.createObjectURL(file);
+    $("preview").hidden = false;
+  };
+  $("file").addEventListener("change", preview);
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    $("file").files = e.dataTransfer.files;
+    preview();
+  });
+}
+
+$("model").addEventListener("change", onModelChange);
+$("form").addEventListener("submit", submit);
+setUpDrop();
+loadModels().catch((err) => showError({ code: "error", message: "cannot read /models: " + err }));
