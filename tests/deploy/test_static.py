@@ -32,7 +32,7 @@ def test_compose_files_match_the_compose_schema():
 
 
 def test_every_long_running_service_has_a_health_check():
-    assert set(SERVICES) == {"triton", "router", "redis", "nginx", "prometheus"}
+    assert set(SERVICES) == {"triton", "router", "worker", "redis", "redis-jobs", "nginx", "prometheus"}
     for name, service in SERVICES.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
     assert "/v2/health/ready" in " ".join(SERVICES["triton"]["healthcheck"]["test"])
@@ -47,7 +47,8 @@ def test_only_nginx_is_published():
 
 def test_start_order_waits_for_health():
     assert SERVICES["router"]["depends_on"] == {"triton": {"condition": "service_healthy"},
-                                                "redis": {"condition": "service_healthy"}}
+                                                "redis": {"condition": "service_healthy"},
+                                                "redis-jobs": {"condition": "service_healthy"}}
     assert SERVICES["nginx"]["depends_on"] == {"router": {"condition": "service_healthy"}}
 
 
@@ -69,12 +70,28 @@ def test_router_replicas_settings_and_read_only_root():
     assert (env["TRITON_GRPC_URL"], env["REDIS_URL"], env["PORT"]) == ("triton:8001", "redis://redis:6379/0", "8080")
 
 
+def _redis_flags(service: str) -> dict[str, str]:
+    command = SERVICES[service]["command"]
+    return dict(zip(command[1::2], command[2::2]))
+
+
 def test_redis_keeps_job_data_from_eviction():
-    command = SERVICES["redis"]["command"]
-    flags = dict(zip(command[1::2], command[2::2]))
-    assert flags["--appendonly"] == "yes"
-    assert flags["--maxmemory-policy"] in ("volatile-lru", "volatile-lfu", "volatile-ttl", "noeviction")
-    assert SERVICES["redis"]["deploy"]["resources"]["limits"]["memory"]
+    cache, jobs = _redis_flags("redis"), _redis_flags("redis-jobs")
+    assert cache["--appendonly"] == jobs["--appendonly"] == "yes"
+    assert cache["--maxmemory-policy"] in ("volatile-lru", "allkeys-lru", "volatile-lfu")
+    assert jobs["--maxmemory-policy"] == "noeviction"  # job data is never evicted
+    for service in ("redis", "redis-jobs"):
+        assert SERVICES[service]["deploy"]["resources"]["limits"]["memory"]
+    for service in ("router", "worker"):
+        env = SERVICES[service]["environment"]
+        assert (env["REDIS_URL"], env["JOBS_REDIS_URL"]) == ("redis://redis:6379/0", "redis://redis-jobs:6379/0")
+
+
+def test_workers_scale_and_stop_gracefully():
+    worker = SERVICES["worker"]
+    assert worker["command"] == ["python", "-m", "router.worker"]
+    assert worker["image"] == SERVICES["router"]["image"] and worker["deploy"]["replicas"] >= 1
+    assert worker["stop_grace_period"] and worker["read_only"] is True
 
 
 def test_gpu_override_reserves_a_gpu():
@@ -193,7 +210,8 @@ def test_kubernetes_manifests_validate(overlay):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("Deployment", "triton"), ("Service", "triton"), ("Deployment", "router"), ("Service", "router"),
             ("HorizontalPodAutoscaler", "router"), ("PodDisruptionBudget", "router"), ("StatefulSet", "redis"),
-            ("Service", "redis"), ("Ingress", "router"), ("PersistentVolumeClaim", "model-repository")} <= kinds
+            ("Service", "redis"), ("StatefulSet", "redis-jobs"), ("Deployment", "worker"),
+            ("Ingress", "router"), ("PersistentVolumeClaim", "model-repository")} <= kinds
     triton = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "triton")
     container = triton["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"

@@ -1,0 +1,95 @@
+"""The web page at /, in headless Chromium (Debian's) driven by Playwright,
+served by a real router with a real worker, Redis and Triton."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from devstack.processes import RouterProcess, WorkerProcess
+from tests.conftest import ROOT
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def stack(triton, redis_server, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("page")
+    env = {"REDIS_URL": redis_server.url, "TRITON_REFRESH_S": "0.5", "MODEL_ROUTES": '{"digits": {"default_version": 2}}'}
+    with RouterProcess(workdir, triton, env) as router, WorkerProcess(workdir, triton, env, 4, "page-worker"):
+        yield router
+
+
+@pytest.fixture(scope="module")
+def page(stack):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: run `make setup` as root"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(stack.url + "/")
+        page.wait_for_selector("#models tbody tr")
+        yield page
+        browser.close()
+        assert errors == [], errors
+
+
+def test_models_and_routing_are_listed(page):
+    rows = page.locator("#models tbody tr").all_inner_texts()
+    assert any(r.startswith("digits") and "v1 ready" in r and "v2 ready" in r for r in rows), rows
+    assert any(r.startswith("sentiment (default)") for r in rows), rows
+
+
+def test_typed_text_is_predicted(page):
+    page.select_option("#model", "sentiment")
+    page.fill("#text", "The service was great")
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.inner_text("#prediction") == "positive"
+    assert page.inner_text("#meta-version") == "v2"
+    assert page.inner_text("#meta-routed") == "default"
+    assert page.inner_text("#meta-cache") in ("HIT", "MISS")
+    assert page.inner_text("#meta-latency").endswith(" ms")
+    assert len(page.inner_text("#meta-request-id")) == 32
+    assert page.locator("#scores .bar").count() == 2
+    page.click("#predict")  # the same text again: from the cache
+    page.wait_for_function("document.querySelector('#meta-cache').textContent === 'HIT'")
+
+
+def test_uploaded_digit_is_predicted_as_a_job(page, tmp_path):
+    from tests.integration.test_router import digit_png
+
+    png, label = digit_png(3)
+    image = tmp_path / "three.png"
+    image.write_bytes(png)
+    page.select_option("#model", "digits")
+    assert page.is_visible("#image-input") and not page.is_visible("#text-input")
+    page.set_input_files("#file", str(image))
+    page.check("#as-job")
+    page.click("#predict")
+    page.wait_for_function("document.querySelector('#job-status').textContent.endsWith(': done')")
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.inner_text("#prediction") == str(label)
+    assert page.locator("#scores .bar").count() == 3
+    job_id = page.inner_text("#job-status").split()[1].rstrip(":")
+    assert page.inner_text("#meta-request-id") == job_id
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+    assert (ARTIFACTS / "page.png").stat().st_size > 10_000
+
+
+def test_errors_are_shown(page):
+    page.uncheck("#as-job")
+    page.select_option("#model", "sentiment")
+    page.fill("#text", "   ")
+    page.click("#predict")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error").startswith("invalid_input: text must not be empty (request id ")
