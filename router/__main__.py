@@ -5,19 +5,14 @@ from __future__ import annotations
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
-from router.logs import configure_logging
-from router.settings import Settings
+from router.logs import startup_settings
 
 
 def main() -> int:
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+    settings = startup_settings()
+    if settings is None:
         return 2
-    configure_logging(settings.log_level, settings.log_json)
     from router.app import create_app
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,

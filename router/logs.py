@@ -48,3 +48,19 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # the router logs one line per request itself
+
+
+def startup_settings():
+    """Settings from the environment and `.env`, with logging configured from
+    them; None (after one clear stderr message) when they are invalid."""
+    from pydantic import ValidationError
+
+    from router.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        return None
+    configure_logging(settings.log_level, settings.log_json)
+    return settings

@@ -21,12 +21,10 @@ import socket
 import sys
 import time
 
-from pydantic import ValidationError
-
 from router.context import request_id_var
 from router.errors import RouterError, error_body
 from router.jobs import JobStore, open_jobs
-from router.logs import configure_logging
+from router.logs import startup_settings
 from router.metrics import Metrics
 from router.runtime import open_service
 from router.service import PredictionService
@@ -139,12 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, help="jobs run at once (default: WORKER_CONCURRENCY)")
     parser.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="consumer name")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+    settings = startup_settings()
+    if settings is None:
         return 2
-    configure_logging(settings.log_level, settings.log_json)
     return asyncio.run(serve(settings, args.concurrency or settings.worker_concurrency, args.name))
 
 
