@@ -10,7 +10,7 @@ REPO   := model_repository
 # model:version:architecture - the versions a fresh clone serves
 MODELS := sentiment:1:bag sentiment:2:cnn digits:1:linear digits:2:cnn
 
-.PHONY: help setup system-deps models validate triton run stack test clean
+.PHONY: help setup system-deps models validate triton run stack test bench clean
 
 help:
 	@echo "make run       set up, build missing models, start Triton, Redis and the router (:8080)"
@@ -18,6 +18,7 @@ help:
 	@echo "make models    build any missing model versions ($(MODELS))"
 	@echo "make validate  check every config.pbtxt against its model files"
 	@echo "make stack     the Compose topology without Docker: nginx (:8080) over 3 routers, Prometheus (:9090)"
+	@echo "make bench     measure the router, the cache and dynamic batching (about 6 minutes)"
 	@echo "make triton    serve model_repository/ on :8000 (HTTP) :8001 (gRPC) :8002 (metrics)"
 
 system-deps:
@@ -53,6 +54,9 @@ stack: models
 test: models
 	$(PY) -m export validate
 	$(PY) -m pytest
+
+bench: models
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache

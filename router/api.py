@@ -21,11 +21,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503, 504)}
 
 
-def get_service(request: Request) -> PredictionService:
+# Dependencies are `async def`: a plain `def` would be run in a thread pool on every request.
+async def get_service(request: Request) -> PredictionService:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -103,6 +104,11 @@ async def health(service: ServiceDep, settings: SettingsDep):
     redis = "disabled" if service.cache.backend == "memory" else ("ok" if await service.cache.healthy() else "down")
     return {"status": "ok", "model_loaded": bool(snap.ready(settings.default_model)),
             "triton": "ready" if snap.triton_ready else "unreachable", "redis": redis}
+
+
+@api.get("/ping", summary="Does nothing: a liveness probe that touches no dependency")
+async def ping():
+    return {"status": "ok"}
 
 
 @api.get("/ready", summary="503 unless Triton and every default version are ready")

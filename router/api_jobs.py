@@ -20,7 +20,7 @@ class JobsUnavailable(RouterError):
     status, code = 503, "jobs_unavailable"
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     store = request.app.state.jobs
     if store is None:
         raise JobsUnavailable("asynchronous jobs need Redis: set REDIS_URL (or JOBS_REDIS_URL)")

@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Triton router", version="0.1.0", lifespan=lifespan,
                   description="Version routing, canary splits and caching in front of Triton.")
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(enabled=settings.metrics_enabled)
     register_error_handlers(app)
     app.include_router(api)
     app.include_router(jobs_api)
@@ -70,3 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics,
                        request_logging=settings.request_logging)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app factory uvicorn calls in each worker process (WORKERS > 1)."""
+    from router.logs import startup_settings
+
+    settings = startup_settings()
+    if settings is None:
+        raise SystemExit(2)
+    return create_app(settings)

@@ -3,6 +3,7 @@ cache, single-flight and fallback around one Triton call."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -169,6 +170,13 @@ class PredictionService:
         s = self.settings
         keys = [cache_key(s.cache_namespace, info.name, version, t.tobytes(), t.shape[1:], str(t.dtype),
                           f"top_k={top_k}") for t in tensors]
+        if len(keys) == 1 and (flight := self.flights.pending(keys[0])) is not None:
+            # A finished flight holds a stored answer (a hit); an open one is joined (a coalesced miss).
+            hit = flight.done()
+            self.metrics.observe_cache(info.name, version, hit)
+            if not hit:
+                self.metrics.coalesced.labels(info.name).inc()
+            return [((await asyncio.shield(flight))[0], hit)]
         cached = await self.cache.mget(keys)
         results: list[tuple[Scores, bool] | None] = [None] * len(keys)
         misses = []
@@ -182,31 +190,34 @@ class PredictionService:
         if len(misses) == 1:
             i = misses[0]
             rows, shared = await self.flights.do(
-                keys[i], lambda: self._infer_and_store(info, version, [tensors[i]], [keys[i]], top_k, request_id))
+                keys[i], lambda: self._infer(info, version, [tensors[i]], top_k, request_id),
+                then=lambda rows: self._store([keys[i]], rows))
             if shared:
                 self.metrics.coalesced.labels(info.name).inc()
             results[i] = (rows[0], False)
         elif misses:
-            batch = await self._infer_and_store(info, version, [tensors[i] for i in misses],
-                                                [keys[i] for i in misses], top_k, request_id)
+            batch = await self._infer(info, version, [tensors[i] for i in misses], top_k, request_id)
+            await self._store([keys[i] for i in misses], batch)
             for i, scores in zip(misses, batch):
                 results[i] = (scores, False)
         return results  # type: ignore[return-value]
 
-    async def _infer_and_store(self, info: ModelInfo, version: int, tensors: list[np.ndarray], keys: list[str],
-                               top_k: int, request_id: str | None) -> list[Scores]:
+    async def _infer(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int,
+                     request_id: str | None) -> list[Scores]:
         batch = np.concatenate(tensors) if len(tensors) > 1 else tensors[0]
         with self.metrics.triton_seconds.labels(info.name, str(version)).time():
             try:
-                rows = await self.gateway.infer(info.name, version, info.input_name, info.output_name,
+                return await self.gateway.infer(info.name, version, info.input_name, info.output_name,
                                                 batch, top_k, request_id)
             except RouterError as exc:
                 self.metrics.triton_errors.labels(info.name, exc.code).inc()
                 raise
+
+    async def _store(self, keys: list[str], rows: list[Scores]) -> None:
+        """Successful results only: an error never reaches here."""
         for key, scores in zip(keys, rows):
             await self.cache.set(key, json.dumps(scores).encode(),
                                  jittered_ttl(self.settings.cache_ttl_seconds, self.settings.cache_ttl_jitter))
-        return rows
 
 
 def _decode(raw: bytes | None) -> Scores | None:

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
 
     triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_grpc_url: str = "127.0.0.1:8001"
@@ -88,6 +89,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     request_logging: bool = True
+    metrics_enabled: bool = True
 
     @field_validator("default_model_version", "canary_version", mode="before")
     @classmethod

@@ -1,35 +1,63 @@
 """Identical concurrent work done once: the first caller starts it, the others
 await the same result (or the same exception). Nothing is kept afterwards,
 so an error is never remembered. The work runs as its own task, so a caller
-that goes away does not cancel it for the others."""
+that goes away does not cancel it for the others.
+
+`then` runs after the result is handed out (e.g. storing it in a cache):
+callers do not wait for it, but the flight stays open until it is done and
+`linger` seconds more, so an identical request whose cache lookup was sent
+before the store landed still joins instead of calling again."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Awaitable, Callable, Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SingleFlight(Generic[T]):
-    def __init__(self) -> None:
-        self._inflight: dict[str, asyncio.Task[T]] = {}
+    def __init__(self, linger: float = 1.0) -> None:
+        self.linger = linger
+        self._inflight: dict[str, asyncio.Future[T]] = {}
 
     def __len__(self) -> int:
         return len(self._inflight)
 
-    async def do(self, key: str, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """(result, shared): shared is True for callers that joined a flight."""
-        task = self._inflight.get(key)
-        shared = task is not None
-        if task is None:
-            task = asyncio.ensure_future(work())
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._done(key, t))
-        return await asyncio.shield(task), shared
+    def pending(self, key: str) -> asyncio.Future[T] | None:
+        """The flight for `key`, if one is open: join it without asking the cache."""
+        return self._inflight.get(key)
 
-    def _done(self, key: str, task: asyncio.Task[T]) -> None:
-        if self._inflight.get(key) is task:
+    async def do(self, key: str, work: Callable[[], Awaitable[T]],
+                 then: Callable[[T], Awaitable[None]] | None = None) -> tuple[T, bool]:
+        """(result, shared): shared is True for callers that joined a flight."""
+        result = self._inflight.get(key)
+        shared = result is not None
+        if result is None:
+            result = asyncio.get_running_loop().create_future()
+            self._inflight[key] = result
+            asyncio.ensure_future(self._fly(key, result, work, then))
+        return await asyncio.shield(result), shared
+
+    async def _fly(self, key: str, result: asyncio.Future[T], work, then) -> None:
+        try:
+            value = await work()
+        except BaseException as exc:  # handed to every caller, then forgotten at once
+            result.set_exception(exc)
+            result.exception()  # retrieved, in case every caller went away
+            self._forget(key, result)
+            return
+        result.set_result(value)
+        try:
+            if then is not None:
+                await then(value)
+        except Exception:
+            log.exception("after-flight step failed for %s", key)
+        finally:
+            asyncio.get_running_loop().call_later(self.linger, self._forget, key, result)
+
+    def _forget(self, key: str, result: asyncio.Future[T]) -> None:
+        if self._inflight.get(key) is result:
             del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here too, in case every caller went away

@@ -75,8 +75,12 @@ class TritonGateway:
             self._client = module.InferenceServerClient(url, conn_timeout=timeout, conn_limit=256)
         self._module = module
 
-    async def _call(self, coro, timeout: float | None = None):
+    async def _call(self, coro, timeout: float | None = None, deadline_set: bool = False):
+        """Await a client call, bounded in time, with its errors classified.
+        gRPC calls that carry their own deadline skip the extra wait_for task."""
         try:
+            if deadline_set:
+                return await coro
             return await asyncio.wait_for(coro, timeout or self.timeout)
         except Exception as exc:
             raise classify(exc) from exc
@@ -87,9 +91,11 @@ class TritonGateway:
         inp = mod.InferInput(input_name, list(tensor.shape), "UINT8")
         inp.set_data_from_numpy(tensor)
         out = mod.InferRequestedOutput(output_name, class_count=top_k)
-        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        grpc = self.protocol == "grpc"
+        kwargs = {"client_timeout": self.timeout} if grpc else {}
         result = await self._call(self._client.infer(
-            model, [inp], model_version=str(version), outputs=[out], request_id=request_id or "", **kwargs))
+            model, [inp], model_version=str(version), outputs=[out], request_id=request_id or "", **kwargs),
+            deadline_set=grpc)
         return parse_classes(result.as_numpy(output_name))
 
     async def server_ready(self) -> bool:

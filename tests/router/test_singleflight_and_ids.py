@@ -31,6 +31,7 @@ def test_concurrent_identical_work_runs_once():
         results = await asyncio.gather(*(flights.do("k", work) for _ in range(50)))
         assert [r for r, _ in results] == ["result"] * 50
         assert sum(shared for _, shared in results) == 49
+        await asyncio.sleep(flights.linger + 0.01)
         assert len(flights) == 0
     asyncio.run(scenario())
     assert calls == 1
@@ -54,3 +55,27 @@ def test_an_error_is_shared_but_not_remembered():
             await flights.do("k", failing)
         assert attempts == 2
     asyncio.run(scenario())
+
+
+def test_a_store_step_runs_after_callers_are_answered_and_keeps_the_flight_open():
+    events = []
+
+    async def work():
+        return "value"
+
+    async def store(value):
+        events.append("store started")
+        await asyncio.sleep(0.05)
+        events.append("stored " + value)
+
+    async def scenario():
+        flights = SingleFlight(linger=0.01)
+        result, shared = await flights.do("k", work, then=store)
+        events.append("answered")
+        assert (result, shared) == ("value", False)
+        late, joined = await flights.do("k", work, then=store)  # during the store: joins
+        assert (late, joined) == ("value", True)
+        await asyncio.sleep(0.1)
+        assert len(flights) == 0
+    asyncio.run(scenario())
+    assert events == ["store started", "answered", "stored value"] or events == ["answered", "store started", "stored value"]

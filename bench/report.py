@@ -1,0 +1,129 @@
+"""The markdown table, the targets, and the plots of one benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _row(rows: list[dict], scenario: str, variant: str) -> dict | None:
+    return next((r for r in rows if r["scenario"] == scenario and r["variant"] == variant), None)
+
+
+def targets(results: dict) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for every target the run can judge."""
+    rows = results["rows"]
+    out = []
+    opens = sorted({r["scenario"] for r in rows if r["scenario"].startswith("open ")},
+                   key=lambda s: int(s.split()[1].rstrip("%")))
+    for scenario in opens + ["saturation"]:
+        d, m = _row(rows, scenario, "direct triton"), _row(rows, scenario, "router miss")
+        if not (d and m):
+            continue
+        p50 = m["p50_ms"] - d["p50_ms"]
+        pct = 100 * p50 / d["p50_ms"]
+        p99 = m["p99_ms"] - d["p99_ms"]
+        out.append((f"router miss p50 overhead <= 1.0 ms and <= 25% ({scenario})",
+                    f"{p50:+.2f} ms ({pct:+.0f}%)", p50 <= 1.0 and pct <= 25))
+        out.append((f"router miss p99 overhead <= 3 ms ({scenario})", f"{p99:+.2f} ms", p99 <= 3.0))
+    hit, get = _row(rows, "hit", "router hit"), _row(rows, "hit", "redis GET")
+    if hit and get:
+        ratio = hit["p50_ms"] / get["p50_ms"]
+        out.append(("cache hit p50 <= 4x a raw Redis GET p50", f"{ratio:.1f}x ({hit['p50_ms']:.2f} vs "
+                    f"{get['p50_ms']:.2f} ms)", ratio <= 4))
+    conc = max((int(r["offered"][2:]) for r in rows if r["scenario"] == "batching"), default=0)
+    b, u = _row_at(rows, "batched", conc), _row_at(rows, "unbatched", conc)
+    if b and u:
+        ratio = b["throughput_rps"] / u["throughput_rps"]
+        out.append((f"dynamic batching >= 3x unbatched throughput at c={conc}", f"{ratio:.2f}x", ratio >= 3))
+    d, m = _row(rows, "saturation", "direct triton"), _row(rows, "saturation", "router miss")
+    if d and m:
+        ratio = m["throughput_rps"] / d["throughput_rps"]
+        out.append(("router throughput >= 0.6x direct Triton at saturation", f"{ratio:.2f}x", ratio >= 0.6))
+    flight = results.get("single_flight")
+    if flight:
+        out.append((f"{flight['requests']} identical cold requests -> <= 2 Triton executions",
+                    f"{flight['triton_inferences']} inference(s)", flight["triton_inferences"] <= 2))
+    for kind in ("hit", "miss"):
+        on = _row(rows, "instrumentation", f"{kind}, instrumented")
+        off = _row(rows, "instrumentation", f"{kind}, no metrics/logs")
+        if on and off:
+            cost = 100 * (1 - on["throughput_rps"] / off["throughput_rps"])
+            out.append((f"instrumentation costs <= 5% throughput ({kind})", f"{cost:.1f}%", cost <= 5))
+    return out
+
+
+def _row_at(rows: list[dict], variant: str, conc: int) -> dict | None:
+    return next((r for r in rows if r["scenario"] == "batching" and r["variant"] == variant
+                 and r["offered"] == f"c={conc}"), None)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"Run {results['when']} on {m['cores']} cores ({m['cpu']}), Python {m['python']}; "
+             f"{results['sizes']['samples']} samples per point after {results['sizes']['warmup']} warm-up; "
+             f"{results['seconds']:.0f} s in all.", "",
+             "| scenario | variant | load | samples | errors | req/s | p50 ms | p95 ms | p99 ms |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['scenario']} | {r['variant']} | {r['offered']} | {r['samples']} | {r['errors']} | "
+                     f"{r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")
+    flight = results.get("single_flight")
+    if flight:
+        lines += ["", f"Single-flight: {flight['requests']} identical cold requests ({flight['ok']} answered 200) -> "
+                      f"{flight['triton_inferences']} Triton inference(s), {flight['triton_executions']} execution(s)."]
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in targets(results)]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    made = []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for variant, color in (("direct triton", "tab:blue"), ("router miss", "tab:orange"), ("router hit", "tab:green")):
+        pts = sorted((float(r["offered"].rstrip("/s")), r["p50_ms"], r["p99_ms"]) for r in rows
+                     if r["scenario"].startswith("open ") and r["variant"] == variant)
+        if pts:
+            xs = [p[0] for p in pts]
+            ax.plot(xs, [p[1] for p in pts], "o-", color=color, label=f"{variant} p50")
+            ax.plot(xs, [p[2] for p in pts], "s--", color=color, alpha=0.6, label=f"{variant} p99")
+    ax.set_xlabel("offered load (requests/s, open loop)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("Latency vs offered load")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    made.append(out / "latency.png")
+    fig.savefig(made[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for variant, color in (("batched", "tab:blue"), ("unbatched", "tab:red")):
+        pts = sorted((int(r["offered"][2:]), r["throughput_rps"]) for r in rows
+                     if r["scenario"] == "batching" and r["variant"] == variant)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"dynamic batching {'on' if variant == 'batched' else 'off'}")
+    ax.set_xlabel("concurrent clients (closed loop)")
+    ax.set_ylabel("throughput (inferences/s)")
+    ax.set_xscale("log", base=2)
+    ax.set_title("Triton dynamic batching (sentiment v2)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    made.append(out / "batching.png")
+    fig.savefig(made[-1], dpi=110)
+    plt.close(fig)
+    return made
+
+
+def write_report(results: dict, out: Path) -> Path:
+    path = out / "latest.md"
+    path.write_text(markdown(results))
+    plots(results, out)
+    return path

@@ -1,0 +1,174 @@
+"""`make bench` (`python -m bench.run`): every scenario in one run, on this
+machine, measured by a separate load-generator process. Writes
+bench/results/<time>.json, bench/results/latest.md and PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import make_text
+from bench.report import write_report
+from bench.stack import BATCH_MODEL, BenchStack
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    samples: int
+    warmup: int
+    saturation_concurrency: int
+    load_fractions: tuple[float, ...]
+    batching_concurrency: tuple[int, ...]
+    identical: int
+
+
+FULL = Sizes(2000, 200, 32, (0.3, 0.6, 0.9), (1, 8, 32), 200)
+SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20)
+
+
+def machine() -> dict:
+    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("model name")), platform.processor())
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "kernel": platform.release()}
+
+
+class Runner:
+    def __init__(self, stack: BenchStack, sizes: Sizes) -> None:
+        self.stack = stack
+        self.sizes = sizes
+        self.rows: list[dict] = []
+
+    def load(self, scenario: str, variant: str, target: str, url: str, mode: str = "closed",
+             concurrency: int = 8, rate: float = 0.0, unique: bool = False, **extra) -> dict:
+        cmd = [sys.executable, "-m", "bench.loadgen", "--target", target, "--url", url, "--mode", mode,
+               "--concurrency", str(concurrency), "--rate", str(rate), "--samples", str(self.sizes.samples),
+               "--warmup", str(self.sizes.warmup)]
+        cmd += ["--unique"] if unique else []
+        for key, value in extra.items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+        row = {"scenario": scenario, "variant": variant, "mode": mode,
+               "offered": f"c={concurrency}" if mode == "closed" else f"{rate:.0f}/s", **json.loads(out.stdout)}
+        self.rows.append(row)
+        print(f"  {scenario:<14} {variant:<22} {row['offered']:>8}  {row['throughput_rps']:>8.1f}/s  "
+              f"p50 {row['p50_ms']:>7.2f}  p99 {row['p99_ms']:>7.2f} ms  errors {row['errors']}", flush=True)
+        return row
+
+    @property
+    def triton_grpc(self) -> str:
+        return self.stack.triton.grpc_url
+
+    def router(self, name: str) -> str:
+        return self.stack.routers[name].url
+
+    def run(self) -> dict:
+        s = self.sizes
+        c = s.saturation_concurrency
+        # 1 + 6: saturation, direct vs the router (1 and 2 processes), cache misses
+        direct = self.load("saturation", "direct triton", "triton", self.triton_grpc, concurrency=c, unique=True,
+                           model_version=2)
+        miss = self.load("saturation", "router miss", "router", self.router("grpc"), concurrency=c, unique=True)
+        self.load("saturation", "router miss, 2 procs", "router", self.router("two"), concurrency=c, unique=True)
+        # latency against offered load (open loop), below the router's saturation
+        base = min(direct["throughput_rps"], miss["throughput_rps"])
+        httpx.post(f"{self.router('grpc')}/predict", json={"text": make_text(0, False, "")}, timeout=30)  # warm
+        for fraction in s.load_fractions:
+            rate = max(5.0, base * fraction)
+            self.load(f"open {int(fraction * 100)}%", "direct triton", "triton", self.triton_grpc, "open",
+                      rate=rate, unique=True, model_version=2)
+            self.load(f"open {int(fraction * 100)}%", "router miss", "router", self.router("grpc"), "open",
+                      rate=rate, unique=True)
+            self.load(f"open {int(fraction * 100)}%", "router hit", "router", self.router("grpc"), "open", rate=rate)
+        # 2: a cache hit vs a raw Redis GET of the same payload vs a no-op route
+        self.load("hit", "router hit", "router", self.router("grpc"), concurrency=8)
+        key = self.cached_key()
+        self.load("hit", "redis GET", "redis", self.stack.redis.url, concurrency=8, key=key)
+        self.load("hit", "router /ping", "ping", self.router("grpc"), concurrency=8)
+        # 3: dynamic batching on vs off, same model file
+        for conc in s.batching_concurrency:
+            for suffix in ("batched", "unbatched"):
+                self.load("batching", f"{suffix}", "triton", self.triton_grpc, concurrency=conc, unique=True,
+                          model=f"{BATCH_MODEL}_{suffix}")
+        # 4: router -> Triton over gRPC vs HTTP
+        for name in ("grpc", "http"):
+            self.load("protocol", f"router via {name}", "router", self.router(name), concurrency=16, unique=True)
+        # 7: instrumentation on vs off, on the router-bound path (cache hits) and on misses
+        for name, label in (("grpc", "instrumented"), ("bare", "no metrics/logs")):
+            self.load("instrumentation", f"hit, {label}", "router", self.router(name), concurrency=16)
+            self.load("instrumentation", f"miss, {label}", "router", self.router(name), concurrency=16, unique=True)
+        # 5: single-flight
+        flight = asyncio.run(self.identical_cold(s.identical))
+        return {"rows": self.rows, "single_flight": flight}
+
+    def cached_key(self) -> str:
+        import redis
+
+        client = redis.Redis.from_url(self.stack.redis.url)
+        try:
+            keys = client.keys("pred:sentiment:v2:*")
+            return keys[0].decode()
+        finally:
+            client.close()
+
+    async def identical_cold(self, n: int) -> dict:
+        import tritonclient.http as httpclient
+
+        triton = httpclient.InferenceServerClient(self.stack.triton.http_url.removeprefix("http://"))
+
+        def counts():
+            st = triton.get_inference_statistics("sentiment", "1")["model_stats"][0]
+            return int(st["inference_count"]), int(st["execution_count"])
+
+        before = counts()
+        text = f"identical cold request {time.time()}"
+        async with httpx.AsyncClient(base_url=self.router("grpc"), timeout=30) as client:
+            responses = await asyncio.gather(*(client.post("/predict", json={"text": text, "model_version": 1})
+                                               for _ in range(n)))
+        await asyncio.sleep(0.5)  # statistics are recorded just after the response
+        after = counts()
+        triton.close()
+        result = {"requests": n, "ok": sum(r.status_code == 200 for r in responses),
+                  "triton_inferences": after[0] - before[0], "triton_executions": after[1] - before[1]}
+        print(f"  single-flight  {n} identical cold requests -> {result['triton_inferences']} Triton inference(s)")
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run that checks the harness works")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        print("starting Triton, Redis and 4 routers...", flush=True)
+        with BenchStack(Path(tmp), ["grpc", "http", "bare", "two"]) as stack:
+            results = Runner(stack, sizes).run()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    results.update({"when": stamp, "machine": machine(), "smoke": args.smoke, "sizes": sizes.__dict__,
+                    "seconds": round(time.monotonic() - started, 1)})
+    path = args.out / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    report = write_report(results, args.out)
+    print(f"wrote {path}, {report} and plots in {time.monotonic() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The servers a benchmark run measures, on free loopback ports: Triton on a
+copy of the repository with a batched and an unbatched twin of one model,
+redis-server, and routers in the configurations being compared."""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+from devstack.processes import RedisServer, RouterProcess, free_port
+from export.config import read_config, render
+from local_triton import Ports, TritonServer
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH_MODEL = "sentiment"
+BATCH_VERSION = 2  # the heavier architecture (byte CNN)
+
+ROUTERS = {
+    # name: settings on top of the common ones
+    "grpc": {},
+    "http": {"TRITON_PROTOCOL": "http"},
+    "bare": {"METRICS_ENABLED": "false", "REQUEST_LOGGING": "false"},
+    "two": {"WORKERS": "2"},
+}
+
+
+def bench_repository(dest: Path) -> Path:
+    """model_repository/ plus `<model>_batched` and `<model>_unbatched`:
+    version 2 of BATCH_MODEL under the same config with and without
+    dynamic batching, so that only the scheduler differs."""
+    shutil.copytree(ROOT / "model_repository", dest)
+    source = dest / BATCH_MODEL
+    for suffix, batched in (("batched", True), ("unbatched", False)):
+        config = read_config(source)
+        name = f"{BATCH_MODEL}_{suffix}"
+        config.name = name
+        config.ClearField("version_policy")
+        config.version_policy.specific.versions.append(1)
+        if not batched:
+            config.ClearField("dynamic_batching")
+        target = dest / name
+        (target / "1").mkdir(parents=True)
+        shutil.copy2(source / str(BATCH_VERSION) / "model.onnx", target / "1" / "model.onnx")
+        shutil.copy2(source / "labels.txt", target / "labels.txt")
+        (target / "config.pbtxt").write_text(render(config))
+    return dest
+
+
+class BenchStack:
+    def __init__(self, workdir: Path, routers: list[str]) -> None:
+        self.workdir = workdir
+        self.router_names = routers
+        self._stack = ExitStack()
+        self.triton: TritonServer | None = None
+        self.redis: RedisServer | None = None
+        self.routers: dict[str, RouterProcess] = {}
+
+    def __enter__(self) -> "BenchStack":
+        try:
+            repo = bench_repository(self.workdir / "model_repository")
+            self.triton = self._stack.enter_context(TritonServer(
+                repo, Ports(free_port(), free_port(), free_port()), log_path=self.workdir / "triton.log"))
+            self.redis = RedisServer(self.workdir / "redis").start()
+            self._stack.callback(self.redis.stop)
+            common = {"REDIS_URL": self.redis.url, "DEFAULT_MODEL_VERSION": "2", "LOG_LEVEL": "INFO"}
+            for name in self.router_names:
+                proc = RouterProcess(self.workdir / "routers", self.triton, {**common, **ROUTERS[name]})
+                self.routers[name] = proc.start()
+                self._stack.callback(proc.stop)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
