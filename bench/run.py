@@ -21,7 +21,7 @@ import httpx
 
 from bench.loadgen import make_text
 from bench.report import write_report
-from bench.stack import BATCH_MODEL, BenchStack
+from bench.stack import BATCH_MODEL, HEAVY_MODEL, BenchStack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -34,10 +34,11 @@ class Sizes:
     load_fractions: tuple[float, ...]
     batching_concurrency: tuple[int, ...]
     identical: int
+    rounds: int
 
 
-FULL = Sizes(2000, 200, 32, (0.3, 0.6, 0.9), (1, 8, 32), 200)
-SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20)
+FULL = Sizes(2000, 200, 32, (0.25, 0.5, 0.75), (1, 8, 32), 200, 3)
+SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20, 1)
 
 
 def machine() -> dict:
@@ -99,18 +100,22 @@ class Runner:
         key = self.cached_key()
         self.load("hit", "redis GET", "redis", self.stack.redis.url, concurrency=8, key=key)
         self.load("hit", "router /ping", "ping", self.router("grpc"), concurrency=8)
-        # 3: dynamic batching on vs off, same model file
-        for conc in s.batching_concurrency:
-            for suffix in ("batched", "unbatched"):
-                self.load("batching", f"{suffix}", "triton", self.triton_grpc, concurrency=conc, unique=True,
-                          model=f"{BATCH_MODEL}_{suffix}")
+        # 3: dynamic batching on vs off, same model file: the light sentiment v2, and a heavy variant
+        for model, scenario in ((BATCH_MODEL, "batching"), (HEAVY_MODEL, "batching heavy")):
+            for conc in s.batching_concurrency:
+                for suffix in ("batched", "unbatched"):
+                    self.load(scenario, suffix, "triton", self.triton_grpc, concurrency=conc, unique=True,
+                              model=f"{model}_{suffix}")
         # 4: router -> Triton over gRPC vs HTTP
         for name in ("grpc", "http"):
             self.load("protocol", f"router via {name}", "router", self.router(name), concurrency=16, unique=True)
-        # 7: instrumentation on vs off, on the router-bound path (cache hits) and on misses
-        for name, label in (("grpc", "instrumented"), ("bare", "no metrics/logs")):
-            self.load("instrumentation", f"hit, {label}", "router", self.router(name), concurrency=16)
-            self.load("instrumentation", f"miss, {label}", "router", self.router(name), concurrency=16, unique=True)
+        # 7: instrumentation on vs off, on the router-bound path (cache hits) and on misses; the two
+        # routers alternate, 3 rounds, and the report compares medians (one pair is noise on 2 cores)
+        for _ in range(s.rounds):
+            for name, label in (("grpc", "instrumented"), ("bare", "no metrics/logs")):
+                self.load("instrumentation", f"hit, {label}", "router", self.router(name), concurrency=16)
+                self.load("instrumentation", f"miss, {label}", "router", self.router(name), concurrency=16,
+                          unique=True)
         # 5: single-flight
         flight = asyncio.run(self.identical_cold(s.identical))
         return {"rows": self.rows, "single_flight": flight}

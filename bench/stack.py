@@ -47,6 +47,49 @@ def bench_repository(dest: Path) -> Path:
     return dest
 
 
+HEAVY_MODEL = "heavy_mlp"
+
+
+def heavy_variants(dest: Path, width: int = 2048, depth: int = 4) -> None:
+    """`heavy_mlp_batched` / `_unbatched`: bytes -> a wide MLP (about 67 MB of
+    FP32 weights), untrained. Each execution reads every weight once, so one
+    row at a time is bound by memory bandwidth and a batch shares the reads:
+    the case dynamic batching exists for. Built here, never committed."""
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from export.config import VersionPolicy, build_config
+    from export.onnx_io import to_onnx
+    from export.specs import get_spec
+
+    class WideMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [nn.Linear(256, width), nn.ReLU()]
+            for _ in range(depth - 1):
+                layers += [nn.Linear(width, width), nn.ReLU()]
+            self.body = nn.Sequential(*layers, nn.Linear(width, 2))
+
+        def forward(self, text: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.body(text.to(torch.float32) * (1.0 / 255.0)), dim=-1)
+
+    torch.manual_seed(0)
+    spec = replace(get_spec(BATCH_MODEL), name=HEAVY_MODEL)
+    model_bytes = to_onnx(WideMLP().eval(), spec, np.zeros((2, 256), dtype=np.uint8))
+    for suffix, batched in (("batched", True), ("unbatched", False)):
+        name = f"{HEAVY_MODEL}_{suffix}"
+        config = build_config(replace(spec, name=name), VersionPolicy("all"))
+        if not batched:
+            config.ClearField("dynamic_batching")
+        (dest / name / "1").mkdir(parents=True)
+        (dest / name / "1" / "model.onnx").write_bytes(model_bytes)
+        (dest / name / "labels.txt").write_text("negative\npositive\n")
+        (dest / name / "config.pbtxt").write_text(render(config))
+
+
 class BenchStack:
     def __init__(self, workdir: Path, routers: list[str]) -> None:
         self.workdir = workdir
@@ -59,6 +102,7 @@ class BenchStack:
     def __enter__(self) -> "BenchStack":
         try:
             repo = bench_repository(self.workdir / "model_repository")
+            heavy_variants(repo)
             self.triton = self._stack.enter_context(TritonServer(
                 repo, Ports(free_port(), free_port(), free_port()), log_path=self.workdir / "triton.log"))
             self.redis = RedisServer(self.workdir / "redis").start()

@@ -31,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def on_term(signum, frame):
+        # once: a second signal must not interrupt the clean-up the first one started
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     args.workdir.mkdir(parents=True, exist_ok=True)
     triton = TritonServer(args.model_repository, Ports(*args.triton_ports),
                           log_path=args.workdir / "tritonserver.log")

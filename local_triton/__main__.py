@@ -35,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
                           host=args.host, log_path=args.log_file, log_verbose=args.log_verbose)
 
     def on_term(signum, frame):
+        # once: a second signal must not interrupt the clean-up the first one started
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         server.start()
         print(f"starting tritonserver (log: {server.log_path})", flush=True)

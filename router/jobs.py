@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -24,6 +25,8 @@ from typing import AsyncIterator
 
 from router.service import Item, Options
 from router.settings import Settings
+
+log = logging.getLogger(__name__)
 
 STREAM = "jobs:stream"
 DEAD = "jobs:dead"
@@ -193,8 +196,7 @@ async def open_jobs(settings: Settings) -> AsyncIterator[JobStore | None]:
         try:
             await store.ensure_group()
         except Exception as exc:  # Redis down at start: submitting will say so, the app still starts
-            import logging
-            logging.getLogger(__name__).warning("cannot prepare the job stream: %s", exc)
+            log.warning("cannot prepare the job stream: %s", exc)
         yield store
     finally:
         await client.aclose()

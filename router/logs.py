@@ -37,6 +37,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
+    # The logging cookbook's optimisations: no caller frame, thread or process
+    # lookups per record (the JSON lines do not carry them).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if json_lines else

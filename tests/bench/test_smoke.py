@@ -15,7 +15,8 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
     for expected in [("saturation", "direct triton"), ("saturation", "router miss"),
                      ("saturation", "router miss, 2 procs"), ("open 50%", "router hit"), ("hit", "redis GET"),
                      ("hit", "router /ping"), ("batching", "batched"), ("batching", "unbatched"),
-                     ("protocol", "router via http"), ("instrumentation", "hit, no metrics/logs")]:
+                     ("protocol", "router via http"), ("instrumentation", "hit, no metrics/logs"),
+                     ("batching heavy", "batched"), ("batching heavy", "unbatched")]:
         assert expected in scenarios
     assert all(r["errors"] == 0 and r["samples"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 for r in results["rows"])
     assert results["single_flight"]["ok"] == results["single_flight"]["requests"]

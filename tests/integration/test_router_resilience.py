@@ -112,8 +112,9 @@ def test_redis_killed_mid_run_then_back(triton, tmp_path):
                     killed.set()
                     redis.kill()
 
+            run = uuid.uuid4().hex[:6]  # every text new: each request goes to Redis, before and after the kill
             responses = asyncio.run(_traffic(router.url, 400, lambda c, i: c.get(
-                "/predict", params={"text": f"redis run {i % 40}"}), on_progress=kill_at))
+                "/predict", params={"text": f"redis run {run} {i}"}), on_progress=kill_at))
             assert [r.status_code for r in responses if r.status_code != 200] == []
             assert httpx.get(f"{router.url}/health").json()["redis"] == "down"
             metrics = httpx.get(f"{router.url}/metrics").text
