@@ -77,6 +77,17 @@ async def target(args):
     raise SystemExit(f"unknown target {args.target}")
 
 
+async def _timed(send, i: int, since: float, latencies: list) -> bool:
+    """Send request i; record (i, seconds since `since`, end time); True if it failed."""
+    try:
+        ok = await send(i)
+    except Exception:
+        ok = False
+    done = time.perf_counter()
+    latencies.append((i, done - since, done))
+    return not ok
+
+
 async def closed_loop(send, total: int, concurrency: int) -> tuple[list, int]:
     latencies: list = []
     errors = 0
@@ -85,32 +96,15 @@ async def closed_loop(send, total: int, concurrency: int) -> tuple[list, int]:
     async def client():
         nonlocal errors
         for i in counter:
-            t0 = time.perf_counter()
-            try:
-                ok = await send(i)
-            except Exception:
-                ok = False
-            done = time.perf_counter()
-            latencies.append((i, done - t0, done))
-            errors += not ok
+            errors += await _timed(send, i, time.perf_counter(), latencies)
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return latencies, errors
 
 
 async def open_loop(send, total: int, rate: float) -> tuple[list, int]:
-    latencies = []
-    errors = 0
+    """Latency counts from each request's scheduled send time."""
+    latencies: list = []
     t0 = time.perf_counter() + 0.05
-
-    async def one(i: int, scheduled: float):
-        nonlocal errors
-        try:
-            ok = await send(i)
-        except Exception:
-            ok = False
-        done = time.perf_counter()
-        latencies.append((i, done - scheduled, done))
-        errors += not ok
 
     tasks = []
     for i in range(total):
@@ -118,9 +112,8 @@ async def open_loop(send, total: int, rate: float) -> tuple[list, int]:
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, scheduled)))
-    await asyncio.gather(*tasks)
-    return latencies, errors
+        tasks.append(asyncio.create_task(_timed(send, i, scheduled, latencies)))
+    return latencies, sum(await asyncio.gather(*tasks))
 
 
 def summarise(latencies, errors: int, warmup: int) -> dict:

@@ -6,7 +6,6 @@ Ctrl-C or SIGTERM stops everything."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from devstack.processes import ChildProcess, RedisServer, RouterProcess, WorkerProcess
 from devstack.topology import Topology
 from local_triton import Ports, TritonError, TritonServer
+from local_triton.server import interrupt_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,14 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".devstack", help="logs and data")
     args = parser.parse_args(argv)
 
-    def on_term(signum, frame):
-        # once: a second signal must not interrupt the clean-up the first one started
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    interrupt_on_signals()
     args.workdir.mkdir(parents=True, exist_ok=True)
     triton = TritonServer(args.model_repository, Ports(*args.triton_ports),
                           log_path=args.workdir / "tritonserver.log")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import urllib.request
 from pathlib import Path
 
-from local_triton.server import Ports, TritonError, TritonServer
+from local_triton.server import Ports, TritonError, TritonServer, interrupt_on_signals
 
 
 def _loaded(server: TritonServer) -> list[str]:
@@ -34,14 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     server = TritonServer(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
                           host=args.host, log_path=args.log_file, log_verbose=args.log_verbose)
 
-    def on_term(signum, frame):
-        # once: a second signal must not interrupt the clean-up the first one started
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    interrupt_on_signals()
     try:
         server.start()
         print(f"starting tritonserver (log: {server.log_path})", flush=True)

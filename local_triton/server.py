@@ -30,6 +30,19 @@ class TritonError(RuntimeError):
     pass
 
 
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt once; a second signal must
+    not interrupt the clean-up that the first one started."""
+
+    def on_signal(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
 @dataclass(frozen=True)
 class Ports:
     http: int = 8000
