@@ -44,7 +44,7 @@ def canary_router(triton, tmp_path_factory):
 
 def test_canary_share_and_stickiness(canary_router):
     responses = asyncio.run(_traffic(canary_router.url, 2000, lambda c, i: c.get(
-        "/predict", params={"text": "steady traffic"}, headers={"X-Request-ID": f"req-{uuid.uuid4().hex}"})))
+        "/predict", params={"text": "steady traffic"}, headers={"X-Request-ID": f"canary-share-{i}"})))
     assert all(r.status_code == 200 for r in responses)
     routed = Counter((r.json()["routed_by"], r.json()["model_version"]) for r in responses)
     assert set(routed) == {("canary", 1), ("default", 2)}
