@@ -171,10 +171,6 @@ class JobStore:
     async def ack(self, entry_id: str) -> None:
         await self.client.xack(STREAM, GROUP, entry_id)
 
-    async def pending(self) -> int:
-        info = await self.client.xpending(STREAM, GROUP)
-        return int(info["pending"])
-
 
 def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,7 +49,6 @@ class Prediction:
     cached: bool
     input: str | None = None
     requested_version: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def body(self) -> dict:
         label, confidence = self.scores[0]

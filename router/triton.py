@@ -4,7 +4,6 @@ clients from tritonclient, with timeouts and errors mapped to domain errors."""
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,9 +122,9 @@ class TritonGateway:
             return raw.get("config", raw)
         return await self._call(self._client.get_model_config(model))
 
-    async def load(self, model: str, config: dict | None = None) -> None:
-        body = json.dumps(config) if config is not None else None
-        await self._call(self._client.load_model(model, config=body), timeout=max(60.0, self.timeout))
+    async def load(self, model: str) -> None:
+        """Triton's repository API: load the model's versions as its version policy names."""
+        await self._call(self._client.load_model(model), timeout=max(60.0, self.timeout))
 
     async def close(self) -> None:
         await self._client.close()
