@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             lines += [f"  routers  {', '.join(r.url for r in front.routers)} (behind nginx, least_conn)",
                       f"  prometheus {front.prometheus.url}"]
         lines += [f"  triton   {triton.http_url} (HTTP)   {triton.grpc_url} (gRPC)",
-                  f"  redis    {redis.url}   worker: python -m router.worker ({worker.concurrency} tasks)",
+                  f"  redis    {redis.url}   worker: python -m router.jobs.worker ({worker.concurrency} tasks)",
                   f"  logs     {args.workdir}/", "Ctrl-C to stop."]
         print("\n" + "\n".join(lines), flush=True)
         while True:

@@ -166,7 +166,7 @@ class RouterProcess(ChildProcess):
 
 
 class WorkerProcess(RouterProcess):
-    """`python -m router.worker`, with the same settings as a router."""
+    """`python -m router.jobs.worker`, with the same settings as a router."""
 
     def __init__(self, workdir: Path, triton, env: dict[str, str], concurrency: int = 8, name: str | None = None,
                  cwd: Path | None = None) -> None:
@@ -177,7 +177,7 @@ class WorkerProcess(RouterProcess):
         self.concurrency = concurrency
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "router.worker", "--concurrency", str(self.concurrency),
+        return [sys.executable, "-m", "router.jobs.worker", "--concurrency", str(self.concurrency),
                 "--name", self.consumer]
 
     def ready(self) -> bool:

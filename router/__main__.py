@@ -16,9 +16,9 @@ def main() -> int:
     options = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
                    timeout_graceful_shutdown=10)
     if settings.workers > 1:  # each process builds its own app and clients
-        uvicorn.run("router.app:app_from_env", factory=True, workers=settings.workers, **options)
+        uvicorn.run("router.edge.app:app_from_env", factory=True, workers=settings.workers, **options)
     else:
-        from router.app import create_app
+        from router.edge.app import create_app
 
         uvicorn.run(create_app(settings), **options)
     return 0

@@ -1,16 +1,38 @@
-"""The request id: accepted or made at the edge, kept in a contextvar."""
+"""The per-request record: made at the edge (or by a worker for a job), kept
+in one contextvar, filled from the dataplane's result. Its request id is the
+only one: log lines, error bodies and Triton calls all read it from here."""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 _SANE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,%d}" % (MAX_REQUEST_ID_LENGTH - 1))
 
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    version: int | None = None
+    routed_by: str | None = None
+    cache: str | None = None  # HIT | MISS
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+    def served(self, model: str, version: int, routed_by: str, hit: bool) -> None:
+        self.model, self.version, self.routed_by = model, version, routed_by
+        self.cache = "HIT" if hit else "MISS"
+
+
+_current: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
 
 
 def new_request_id() -> str:
@@ -25,5 +47,20 @@ def accept_request_id(candidate: str | None) -> str:
     return new_request_id()
 
 
+def begin(request_id: str):
+    """Make the record current; returns it and the token that `end` takes."""
+    record = RequestRecord(request_id)
+    return record, _current.set(record)
+
+
+def end(token) -> None:
+    _current.reset(token)
+
+
+def current() -> RequestRecord | None:
+    return _current.get()
+
+
 def current_request_id() -> str | None:
-    return request_id_var.get()
+    record = _current.get()
+    return record.request_id if record is not None else None

@@ -54,12 +54,16 @@ class VersionUnavailable(RouterError):
     status, code = 503, "version_unavailable"
 
 
-def error_body(code: str, message: str, request_id: str | None) -> dict:
-    return {"error": {"code": code, "message": message, "request_id": request_id}}
-
-
 class TritonFailed(RouterError):
     """Triton answered with an error that is neither the input's fault nor
     a missing version."""
 
     status, code = 502, "triton_error"
+
+
+class JobsUnavailable(RouterError):
+    status, code = 503, "jobs_unavailable"
+
+
+def error_body(code: str, message: str, request_id: str | None) -> dict:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}

@@ -89,7 +89,7 @@ def test_redis_keeps_job_data_from_eviction():
 
 def test_workers_scale_and_stop_gracefully():
     worker = SERVICES["worker"]
-    assert worker["command"] == ["python", "-m", "router.worker"]
+    assert worker["command"] == ["python", "-m", "router.jobs.worker"]
     assert worker["image"] == SERVICES["router"]["image"] and worker["deploy"]["replicas"] >= 1
     assert worker["stop_grace_period"] and worker["read_only"] is True
 
@@ -162,7 +162,7 @@ class Block:
         if name.split('.')[0] in ('torch', 'onnx', 'onnxruntime', 'sklearn', 'onnxscript', 'pytriton'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
-from router.app import create_app
+from router.edge.app import create_app
 from router.settings import Settings
 create_app(Settings(_env_file=None))
 print('ok')

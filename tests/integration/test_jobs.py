@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from devstack.processes import RedisServer, RouterProcess, WorkerProcess, free_port
-from router.jobs import DEAD, GROUP, STREAM, job_key
+from router.jobs.store import DEAD, GROUP, STREAM, job_key
 
 FAST = {"TRITON_REFRESH_S": "0.5", "REQUEST_LOGGING": "false", "JOB_CLAIM_IDLE_MS": "1000"}
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from devstack.processes import RouterProcess
+from tests.router.edge.bad_inputs import BAD_INPUTS, digit_png
 
 ROUTES = '{"digits": {"default_version": 2}}'
 
@@ -34,19 +35,6 @@ def http(router):
 
 def unique(prefix: str = "text") -> str:
     return f"{prefix} {uuid.uuid4().hex[:12]} is wonderful"
-
-
-def digit_png(index: int = 3, invert: bool = True) -> tuple[bytes, int]:
-    """A scikit-learn digit scaled up to 64x64, dark ink on white paper."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    big = np.kron(digits.images[index] * (255 / 16), np.ones((8, 8)))
-    img = (255 - big if invert else big).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue(), int(digits.target[index])
 
 
 def test_repeat_is_served_from_cache(http):
@@ -138,49 +126,7 @@ def test_request_log_lines_carry_the_request_id(http, router):
     assert {"model", "version", "routed_by", "cache", "latency_ms"} <= entry.keys()
 
 
-BIG = "x" * (1 << 20)
-
-
-@pytest.mark.parametrize("send,status,code,message", [
-    (lambda c: c.post("/predict", content=b'{"text": ', headers={"content-type": "application/json"}),
-     400, "bad_request", "the request body is not valid JSON"),
-    (lambda c: c.post("/predict", json={"text": 5}), 422, "invalid_input", "text: Input should be a valid string"),
-    (lambda c: c.post("/predict", json={"text": "   "}), 422, "invalid_input", "text must not be empty"),
-    (lambda c: c.post("/predict", json={}), 422, "invalid_input", "model 'sentiment' needs text (or input)"),
-    (lambda c: c.post("/predict", json=["text"]), 422, "invalid_input", "the JSON body must be an object"),
-    (lambda c: c.post("/predict", json={"text": "y" * 5001}), 422, "invalid_input",
-     "text is longer than 5000 characters"),
-    (lambda c: c.post("/predict", json={"text": BIG}), 413, "payload_too_large",
-     "request body is larger than 1048576 bytes"),
-    (lambda c: c.post("/predict", json={"text": "x", "model": "nope"}), 404, "not_found",
-     "unknown model 'nope'; available: digits, sentiment"),
-    (lambda c: c.post("/models/nope/predict", json={"text": "x"}), 404, "not_found",
-     "unknown model 'nope'; available: digits, sentiment"),
-    (lambda c: c.post("/predict", json={"text": "x", "model_version": "latest"}), 422, "invalid_input",
-     "model version must look like 2 or v2, got 'latest'"),
-    (lambda c: c.post("/predict", json={"text": "x", "top_k": 0}), 422, "invalid_input",
-     "top_k: Input should be greater than or equal to 1"),
-    (lambda c: c.post("/predict", json={"text": "x", "top_k": 11}), 422, "invalid_input",
-     "top_k must be between 1 and 10"),
-    (lambda c: c.post("/predict", content=b"hi", headers={"content-type": "text/plain"}), 415,
-     "unsupported_media_type", "unsupported content type 'text/plain'; send application/json or multipart/form-data"),
-    (lambda c: c.post("/predict", json={"model": "digits", "image_b64": "%%%"}), 422, "invalid_input",
-     "image_b64 is not valid base64"),
-    (lambda c: c.post("/models/digits/predict", files={"file": ("a.png", b"not an image")}), 422, "invalid_input",
-     "the file is not an image that can be decoded"),
-    (lambda c: c.post("/models/digits/predict", json={"text": "hello"}), 422, "invalid_input",
-     "model 'digits' takes an image (file upload or image_b64), not text"),
-    (lambda c: c.post("/predict", files={"file": ("three.png", digit_png()[0])}), 422, "invalid_input",
-     "model 'sentiment' takes text, not an image"),
-    (lambda c: c.post("/predict/batch", json={"inputs": ["a"] * 65}), 422, "invalid_input",
-     "inputs holds 65 items; at most 64 are accepted"),
-    (lambda c: c.post("/predict/batch", json={"inputs": []}), 422, "invalid_input",
-     "inputs must hold at least one item"),
-    (lambda c: c.post("/predict/batch", json={"inputs": "text"}), 422, "invalid_input",
-     "inputs: Input should be a valid list"),
-    (lambda c: c.get("/predict"), 422, "invalid_input", "text: Field required"),
-    (lambda c: c.get("/no/such/route"), 404, "not_found", "Not Found"),
-])
+@pytest.mark.parametrize("send,status,code,message", BAD_INPUTS)
 def test_bad_input_gets_a_clear_error(http, send, status, code, message):
     resp = send(http)
     assert resp.status_code == status, resp.text

@@ -14,7 +14,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from local_triton import Ports, TritonServer
-from router.routing import in_canary
+from router.dataplane.routing import in_canary
 from devstack.processes import RedisServer, RouterProcess, free_port
 
 

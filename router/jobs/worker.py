@@ -1,4 +1,4 @@
-"""`python -m router.worker`: runs queued jobs through the same routing,
+"""`python -m router.jobs.worker`: runs queued jobs through the same routing,
 cache and Triton path as /predict.
 
 Each worker reads new entries of the job stream with its consumer group,
@@ -21,16 +21,17 @@ import socket
 import sys
 import time
 
-from router.context import request_id_var
+from router import context
+from router.dataplane.runtime import open_service
+from router.dataplane.service import PredictionService
+from router.dataplane.views import response_body
 from router.errors import RouterError, error_body
-from router.jobs import JobStore, open_jobs
+from router.jobs.store import JobStore, open_jobs
 from router.logs import startup_settings
 from router.metrics import Metrics
-from router.runtime import open_service
-from router.service import PredictionService
 from router.settings import Settings
 
-log = logging.getLogger("router.worker")
+log = logging.getLogger(__name__)
 CLAIM_EVERY_S = 1.0
 BLOCK_MS = 1000
 
@@ -86,7 +87,7 @@ class Worker:
             log.warning("handed back %d unfinished job(s)", len(pending))
 
     async def process(self, entry_id: str, job_id: str) -> None:
-        token = request_id_var.set(job_id)
+        _, token = context.begin(job_id)
         try:
             before, payload, attempt = await self.store.start(job_id)
             if payload is None:  # done already (a redelivery), or expired
@@ -102,11 +103,7 @@ class Worker:
                 await self.store.fail(entry_id, job_id, error_body(exc.code, exc.message, job_id)["error"], final)
                 return
             latency = round((time.perf_counter() - started) * 1000, 3)
-            if payload.batch:
-                result = {"request_id": job_id, "latency_ms": latency,
-                          "results": [{"request_id": f"{job_id}-{n}", **p.body()} for n, p in enumerate(preds)]}
-            else:
-                result = {"request_id": job_id, **preds[0].body(), "latency_ms": latency}
+            result = response_body(preds, job_id, payload.batch, latency)
             await self.store.finish(entry_id, job_id, result)
             log.info("job %s done", job_id, extra={"attempt": attempt, "latency_ms": latency})
         except asyncio.CancelledError:
@@ -114,7 +111,7 @@ class Worker:
         except Exception:  # Redis failed mid-job, or a bug: the entry stays pending and is retried
             log.exception("job %s could not be completed; it stays pending", job_id)
         finally:
-            request_id_var.reset(token)
+            context.end(token)
 
 
 async def serve(settings: Settings, concurrency: int, consumer: str) -> int:
@@ -132,7 +129,7 @@ async def serve(settings: Settings, concurrency: int, consumer: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m router.worker", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m router.jobs.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, help="jobs run at once (default: WORKER_CONCURRENCY)")
     parser.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="consumer name")

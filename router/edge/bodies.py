@@ -4,22 +4,14 @@ Shared by /predict, /predict/batch and /jobs, so all accept the same bodies."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import Request
-from pydantic import ValidationError
 
+from router.dataplane.preprocess import decode_b64
+from router.dataplane.types import Item, Options
+from router.edge.schemas import BatchBody, PredictBody, parse
 from router.errors import BadRequest, InvalidInput, UnsupportedMediaType
-from router.preprocess import decode_b64
-from router.schemas import BatchBody, PredictBody
-from router.service import Item, Options
 from router.settings import Settings, parse_version
-
-
-def invalid(exc: ValidationError) -> InvalidInput:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return InvalidInput(f"{where}: {first['msg']}" if where else first["msg"])
 
 
 def _int_field(name: str, value: str) -> int:
@@ -29,14 +21,17 @@ def _int_field(name: str, value: str) -> int:
         raise InvalidInput(f"{name}: must be an integer") from None
 
 
-async def read_json(request: Request) -> Any:
+async def read_json_object(request: Request) -> dict:
     raw = await request.body()
     if not raw:
         raise BadRequest("the request body is empty; send JSON or a multipart upload")
     try:
-        return json.loads(raw)
+        fields = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise InvalidInput("the JSON body must be an object")
+    return fields
 
 
 async def read_fields(request: Request) -> tuple[dict, bytes | None]:
@@ -53,9 +48,7 @@ async def read_fields(request: Request) -> tuple[dict, bytes | None]:
         if "top_k" in fields:
             fields["top_k"] = _int_field("top_k", fields["top_k"])
     elif ctype in ("application/json", "text/json") or ctype.endswith("+json"):
-        fields = await read_json(request)
-        if not isinstance(fields, dict):
-            raise InvalidInput("the JSON body must be an object")
+        fields = await read_json_object(request)
     else:
         raise UnsupportedMediaType(f"unsupported content type {ctype!r}; send application/json or multipart/form-data")
     for key in ("model", "model_version", "top_k"):
@@ -65,18 +58,19 @@ async def read_fields(request: Request) -> tuple[dict, bytes | None]:
     return fields, upload
 
 
-def options(request: Request, settings: Settings, model: str | None, version, top_k: int | None,
-            routing_key: str | None = None) -> Options:
+def options(request: Request, settings: Settings, request_id: str, model: str | None, version,
+            top_k: int | None) -> Options:
+    """Canary routing is sticky per X-User-ID, else per request id."""
     try:
         requested = parse_version(version)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    key = request.headers.get("x-user-id") or routing_key or request.state.request_id
+    key = request.headers.get("x-user-id") or request_id
     return Options(model=model or settings.default_model, requested_version=requested, top_k=top_k or 1,
                    routing_key=key)
 
 
-def item(text: str | None, image_b64: str | None, upload: bytes | None) -> Item:
+def item(text: str | None, image_b64: str | None, upload: bytes | None = None) -> Item:
     if upload is not None:
         return Item(image=upload)
     if image_b64 is not None:
@@ -84,27 +78,20 @@ def item(text: str | None, image_b64: str | None, upload: bytes | None) -> Item:
     return Item(text=text)
 
 
-def single(request: Request, settings: Settings, fields: dict, upload: bytes | None,
-           path_model: str | None = None, routing_key: str | None = None) -> tuple[list[Item], Options]:
-    try:
-        body = PredictBody.model_validate(fields)
-    except ValidationError as exc:
-        raise invalid(exc) from None
-    opts = options(request, settings, path_model or body.model, body.model_version, body.top_k, routing_key)
+def single(request: Request, settings: Settings, request_id: str, fields: dict, upload: bytes | None,
+           path_model: str | None = None) -> tuple[list[Item], Options]:
+    body = parse(PredictBody, fields)
+    opts = options(request, settings, request_id, path_model or body.model, body.model_version, body.top_k)
     text = body.text if body.text is not None else body.input
     return [item(text, body.image_b64, upload)], opts
 
 
-def batch(request: Request, settings: Settings, fields: dict, path_model: str | None = None,
-          routing_key: str | None = None) -> tuple[list[Item], Options]:
-    try:
-        body = BatchBody.model_validate(fields)
-    except ValidationError as exc:
-        raise invalid(exc) from None
+def batch(request: Request, settings: Settings, request_id: str, fields: dict) -> tuple[list[Item], Options]:
+    body = parse(BatchBody, fields)
     if not body.inputs:
         raise InvalidInput("inputs must hold at least one item")
     if len(body.inputs) > settings.max_batch_items:
         raise InvalidInput(f"inputs holds {len(body.inputs)} items; at most {settings.max_batch_items} are accepted")
-    items = [Item(text=i) if isinstance(i, str) else item(i.text if i.text is not None else i.input, i.image_b64, None)
+    items = [Item(text=i) if isinstance(i, str) else item(i.text if i.text is not None else i.input, i.image_b64)
              for i in body.inputs]
-    return items, options(request, settings, path_model or body.model, body.model_version, body.top_k, routing_key)
+    return items, options(request, settings, request_id, body.model, body.model_version, body.top_k)

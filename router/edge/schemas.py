@@ -1,8 +1,13 @@
-"""Request and response bodies, as the OpenAPI docs show them."""
+"""Request and response bodies, as the OpenAPI docs show them, and the one
+way a pydantic validation error becomes a message."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from typing import Any, Iterable, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from router.errors import InvalidInput
 
 
 class PredictBody(BaseModel):
@@ -78,3 +83,36 @@ class JobStatus(BaseModel):
     attempts: int
     result: dict | None = Field(None, description="The /predict body (or {results: [...]} for a batch)")
     error: ErrorDetail | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503, 504)}
+
+MULTIPART_PREDICT = {"schema": {"type": "object", "properties": {
+    "file": {"type": "string", "format": "binary"}, "text": {"type": "string"},
+    "model": {"type": "string"}, "model_version": {"type": "string"}, "top_k": {"type": "integer"}}}}
+
+
+def request_body(json_schema: dict, multipart: bool = True) -> dict:
+    """An `openapi_extra` declaring a required body (the routes read it themselves)."""
+    content: dict[str, Any] = {"application/json": {"schema": json_schema}}
+    if multipart:
+        content["multipart/form-data"] = MULTIPART_PREDICT
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def validation_message(errors: Iterable[dict]) -> str:
+    """The first error as `field.path: message` (FastAPI's body/query/path prefix dropped)."""
+    first = next(iter(errors), None) or {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse(model: type[Model], fields: dict) -> Model:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidInput(validation_message(exc.errors())) from None

@@ -14,8 +14,8 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 
+from router.dataplane.gateway import Gateway
 from router.errors import RouterError
-from router.triton import TritonGateway
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Snapshot:
 
 
 class Catalog:
-    def __init__(self, gateway: TritonGateway, refresh_s: float, load_all: bool, on_refresh=None) -> None:
+    def __init__(self, gateway: Gateway, refresh_s: float, load_all: bool, on_refresh=None) -> None:
         self.gateway = gateway
         self.refresh_s = refresh_s
         self.load_all = load_all

@@ -3,7 +3,7 @@ import random
 
 import numpy as np
 
-from router.cache import LRUCache, cache_key, jittered_ttl
+from router.dataplane.cache import LRUCache, cache_key, jittered_ttl
 
 
 def key(tensor, version=2, top_k=1, model="sentiment"):

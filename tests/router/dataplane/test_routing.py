@@ -1,6 +1,6 @@
 import pytest
 
-from router.routing import BUCKETS, Decision, bucket, in_canary, resolve
+from router.dataplane.routing import BUCKETS, Decision, bucket, in_canary, resolve
 from router.settings import ModelRoute
 
 KEYS = [f"user-{i}" for i in range(20_000)]

@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 
-from router.catalog import ModelInfo
+from router.dataplane.catalog import ModelInfo
 from router.errors import InvalidInput, PayloadTooLarge
 
 

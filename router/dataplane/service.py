@@ -1,71 +1,32 @@
 """Predictions, knowing nothing of HTTP: model lookup, version routing,
-cache, single-flight and fallback around one Triton call."""
+cache, single-flight and fallback around one Triton call; and the views of
+what the dataplane can serve."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
-from router import preprocess
-from router.cache import Cache, cache_key, jittered_ttl
-from router.catalog import Catalog, ModelInfo
+from router.dataplane import preprocess, views
+from router.dataplane.cache import Cache, cache_key, jittered_ttl
+from router.dataplane.catalog import Catalog, ModelInfo
+from router.dataplane.gateway import Gateway
+from router.dataplane.routing import Decision, fallback, resolve
+from router.dataplane.singleflight import SingleFlight
+from router.dataplane.types import Item, Options, Prediction, Scores
 from router.errors import (InvalidInput, ModelUnavailable, NotFound, RouterError, TritonUnavailable,
                            VersionUnavailable)
 from router.metrics import Metrics
-from router.routing import Decision, fallback, resolve
 from router.settings import ModelRoute, Settings
-from router.singleflight import SingleFlight
-from router.triton import Scores, TritonGateway
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Item:
-    """One input: text, or an encoded image (bytes of a PNG, JPEG, ...)."""
-
-    text: str | None = None
-    image: bytes | None = None
-
-
-@dataclass(frozen=True)
-class Options:
-    model: str
-    requested_version: int | None = None
-    top_k: int = 1
-    routing_key: str = ""  # X-User-ID, else the request id
-
-
-@dataclass
-class Prediction:
-    model: str
-    model_version: int
-    routed_by: str
-    scores: Scores
-    cached: bool
-    input: str | None = None
-    requested_version: int | None = None
-
-    def body(self) -> dict:
-        label, confidence = self.scores[0]
-        out = {
-            "model": self.model, "model_version": self.model_version, "prediction": label,
-            "confidence": confidence, "scores": dict(self.scores),
-            "source": "cache" if self.cached else "model", "cached": self.cached, "routed_by": self.routed_by,
-        }
-        if self.input is not None:
-            out["input"] = self.input
-        if self.requested_version is not None:
-            out["requested_version"] = self.requested_version
-        return out
-
-
 class PredictionService:
-    def __init__(self, settings: Settings, gateway: TritonGateway, catalog: Catalog, cache: Cache,
+    def __init__(self, settings: Settings, gateway: Gateway, catalog: Catalog, cache: Cache,
                  metrics: Metrics) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -81,6 +42,23 @@ class PredictionService:
         if route is None:
             route = self._routes[model] = self.settings.route_for(model)
         return route
+
+    # --- views ---------------------------------------------------------------
+
+    def readiness(self) -> dict:
+        s = self.settings
+        return views.readiness(self.catalog.snapshot, self.route, s.default_model, s.model_routes)
+
+    def models_view(self) -> dict:
+        return views.models_view(self.catalog.snapshot, self.route, self.settings.default_model)
+
+    async def health(self) -> dict:
+        snap = self.catalog.snapshot
+        redis = "disabled" if self.cache.backend == "memory" else ("ok" if await self.cache.healthy() else "down")
+        return {"status": "ok", "model_loaded": bool(snap.ready(self.settings.default_model)),
+                "triton": "ready" if snap.triton_ready else "unreachable", "redis": redis}
+
+    # --- predictions ---------------------------------------------------------
 
     async def model_info(self, model: str) -> ModelInfo:
         snap = self.catalog.snapshot

@@ -6,7 +6,8 @@ import json
 import logging
 import time
 
-from router.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from router import context
+from router.context import REQUEST_ID_HEADER, RequestRecord, accept_request_id
 from router.errors import PayloadTooLarge, error_body
 from router.metrics import Metrics
 
@@ -14,9 +15,10 @@ log = logging.getLogger("router.access")
 
 
 class EdgeMiddleware:
-    """Pure ASGI (no per-request task switch): accepts or makes the request
-    id, refuses bodies over the limit with 413, adds X-Request-ID to every
-    response, and records the outcome once the response is sent."""
+    """Pure ASGI (no per-request task switch): makes the request's record
+    (accepting or making its id), refuses bodies over the limit with 413,
+    adds X-Request-ID to every response, and records the outcome (from the
+    record the routes filled) once the response is sent."""
 
     def __init__(self, app, max_body_bytes: int, metrics: Metrics, request_logging: bool = True) -> None:
         self.app = app
@@ -27,12 +29,9 @@ class EdgeMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = time.perf_counter()
         headers = dict(scope["headers"])
         rid = accept_request_id(headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1"))
-        token = request_id_var.set(rid)
-        state = scope.setdefault("state", {})
-        state["request_id"], state["started"] = rid, started
+        record, token = context.begin(rid)
         status: dict = {"code": 500}
         rid_header = (b"x-request-id", rid.encode())
 
@@ -55,8 +54,8 @@ class EdgeMiddleware:
             await self._send_error(send_with_id, 500, "internal_error",
                                    "internal error; see the router log for this request id", rid)
         finally:
-            self._record(scope, state, status["code"], time.perf_counter() - started)
-            request_id_var.reset(token)
+            self._record(scope, record, status["code"], time.perf_counter() - record.started)
+            context.end(token)
 
     def _limited(self, receive):
         seen = 0
@@ -82,14 +81,14 @@ class EdgeMiddleware:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    def _record(self, scope, state: dict, status: int, seconds: float) -> None:
+    def _record(self, scope, record: RequestRecord, status: int, seconds: float) -> None:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
-        model, version = state.get("model", ""), state.get("model_version", "")
-        self.metrics.observe_request(path, model, str(version), status, seconds)
+        version = "" if record.version is None else str(record.version)
+        self.metrics.observe_request(path, record.model, version, status, seconds)
         if self.request_logging:
             log.info("%s %s %d", scope["method"], scope["path"], status, extra={
                 "method": scope["method"], "path": scope["path"], "status": status,
-                "latency_ms": round(seconds * 1000, 3), "model": model or None,
-                "version": version or None, "routed_by": state.get("routed_by"), "cache": state.get("cache"),
+                "latency_ms": round(seconds * 1000, 3), "model": record.model or None,
+                "version": record.version, "routed_by": record.routed_by, "cache": record.cache,
             })

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import AsyncIterator
 
-from router.service import Item, Options
+from router.dataplane.types import Item, Options
 from router.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,26 +1,18 @@
-"""The one Triton client of a router process: gRPC (default) or HTTP asyncio
+"""The Triton gateway of a router process: gRPC (default) or HTTP asyncio
 clients from tritonclient, with timeouts and errors mapped to domain errors."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from router.dataplane.gateway import IndexEntry
+from router.dataplane.types import Scores
 from router.errors import BadRequest, RouterError, TritonFailed, TritonTimeout, TritonUnavailable, VersionUnavailable
 
-Scores = list[tuple[str, float]]  # (label, probability), best first
-
 _VERSION_GONE = ("unknown model", "not at ready state", "is not found", "unavailable model", "not ready")
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    name: str
-    version: int | None
-    state: str
 
 
 def classify(exc: BaseException) -> RouterError:

@@ -1,0 +1,37 @@
+"""What the dataplane needs of Triton. `TritonGateway` is the real one; a
+test can hand the app any object with these methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from router.dataplane.types import Scores
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of Triton's repository index."""
+
+    name: str
+    version: int | None
+    state: str
+
+
+class Gateway(Protocol):
+    async def infer(self, model: str, version: int, input_name: str, output_name: str,
+                    tensor: np.ndarray, top_k: int, request_id: str | None) -> list[Scores]:
+        """One row of scores per row of `tensor`; raises RouterError subclasses."""
+
+    async def server_ready(self) -> bool: ...
+
+    async def index(self) -> list[IndexEntry]: ...
+
+    async def config(self, model: str) -> dict:
+        """The model's config as Triton's JSON model-config API returns it."""
+
+    async def load(self, model: str) -> None: ...
+
+    async def close(self) -> None: ...

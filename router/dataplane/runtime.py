@@ -1,0 +1,50 @@
+"""Every client the dataplane needs, opened together inside the running loop
+and closed together: shared by the web app's lifespan and the worker."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from router.dataplane.cache import LRUCache, RedisCache
+from router.dataplane.catalog import Catalog
+from router.dataplane.gateway import Gateway
+from router.dataplane.service import PredictionService
+from router.metrics import Metrics
+from router.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_service(settings: Settings, metrics: Metrics,
+                       gateway: Gateway | None = None) -> AsyncIterator[PredictionService]:
+    """The prediction service over `gateway`, or over a Triton gateway made
+    from settings (and closed here) when none is given."""
+    owned = gateway is None
+    if gateway is None:
+        from router.dataplane.triton import TritonGateway
+
+        gateway = TritonGateway(settings.triton_protocol, settings.triton_url, settings.triton_timeout_s)
+    if settings.redis_url:
+        cache = RedisCache(settings.redis_url, settings.redis_timeout_s, settings.redis_backoff_max_s,
+                           on_error=lambda op: metrics.redis_errors.labels(op).inc())
+    else:
+        cache = LRUCache(settings.cache_lru_size)
+
+    def on_refresh(snapshot):
+        for model in snapshot.states:
+            metrics.loaded_versions.labels(model).set(len(snapshot.ready(model)))
+
+    catalog = Catalog(gateway, settings.triton_refresh_s, settings.load_all_models, on_refresh)
+    try:
+        await catalog.start()
+        triton = f"{settings.triton_url} ({settings.triton_protocol})" if owned else type(gateway).__name__
+        log.info("connected: triton=%s, cache=%s", triton, cache.backend)
+        yield PredictionService(settings, gateway, catalog, cache, metrics)
+    finally:
+        await catalog.stop()
+        await cache.close()
+        if owned:
+            await gateway.close()

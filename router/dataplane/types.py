@@ -1,0 +1,34 @@
+"""What the edge hands the dataplane, and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Scores = list[tuple[str, float]]  # (label, probability), best first
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: text, or an encoded image (bytes of a PNG, JPEG, ...)."""
+
+    text: str | None = None
+    image: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    model: str
+    requested_version: int | None = None
+    top_k: int = 1
+    routing_key: str = ""  # X-User-ID, else the request id
+
+
+@dataclass
+class Prediction:
+    model: str
+    model_version: int
+    routed_by: str  # pinned | default | canary | fallback
+    scores: Scores
+    cached: bool
+    input: str | None = None
+    requested_version: int | None = None

@@ -1,0 +1,41 @@
+"""Every exception handler, registered in one place; one error body everywhere."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from router.context import current_request_id
+from router.edge.schemas import validation_message
+from router.errors import RouterError, error_body
+
+log = logging.getLogger(__name__)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(error_body(code, message, current_request_id()), status_code=status)
+
+
+async def router_error(request: Request, exc: RouterError) -> JSONResponse:
+    if exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc.message)
+    return _error(exc.status, exc.code, exc.message)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error(422, "invalid_input", validation_message(exc.errors()))
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RouterError, router_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,0 +1,49 @@
+"""Operations: liveness, readiness, the models view, metrics, stats and the page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from router.edge.deps import MetricsDep, ServiceDep
+
+router = APIRouter(tags=["operations"])
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+@router.get("/health", summary="Liveness, with what the router can see")
+async def health(service: ServiceDep):
+    return await service.health()
+
+
+@router.get("/ping", summary="Does nothing: a liveness probe that touches no dependency")
+async def ping():
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="503 unless Triton and every default version are ready")
+async def ready(service: ServiceDep):
+    view = service.readiness()
+    return JSONResponse(view, status_code=200 if view["ready"] else 503)
+
+
+@router.get("/models", summary="Models, versions and their routing")
+async def models(service: ServiceDep):
+    return service.models_view()
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(metrics: MetricsDep):
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/stats", summary="Request totals, cache hit rate and latency, as JSON")
+async def stats(metrics: MetricsDep):
+    return metrics.stats()
+
+
+@router.get("/", include_in_schema=False)
+async def index():
+    return FileResponse(STATIC / "index.html")

@@ -1,0 +1,79 @@
+"""The dataplane's fallback branches, through the whole app over a FakeTriton."""
+
+from __future__ import annotations
+
+from router.errors import TritonFailed, TritonTimeout, VersionUnavailable
+
+
+def test_a_pinned_version_that_is_not_ready_falls_back_and_says_so(client, fake):
+    body = client.post("/predict", json={"text": "hello", "model_version": "v9"}).json()
+    assert (body["model_version"], body["routed_by"], body["requested_version"]) == (2, "fallback", 9)
+
+
+def test_a_default_version_that_is_not_ready_falls_back_to_the_highest_ready(app_client, fake):
+    fake.states["sentiment"][2] = "UNAVAILABLE"
+    with app_client(default_model_version=2) as client:
+        response = client.get("/predict", params={"text": "hello"})
+        body = response.json()
+        assert (body["model_version"], body["routed_by"], body["requested_version"]) == (1, "fallback", 2)
+        assert response.headers["x-model-version"] == "1"
+        assert client.get("/ready").status_code == 503
+
+
+def test_a_version_that_goes_away_is_routed_around_at_once(client, fake):
+    assert client.get("/predict", params={"text": "before"}).json()["model_version"] == 2
+    fake.failures[("sentiment", 2)] = VersionUnavailable("Request for unknown model: 'sentiment' version 2")
+    body = client.get("/predict", params={"text": "during"}).json()
+    assert (body["model_version"], body["routed_by"], body["requested_version"]) == (1, "fallback", 2)
+    calls = len(fake.calls)
+    # the catalog now knows: the next request goes straight to v1 (now the highest ready, so the
+    # default), without trying v2 again
+    after = client.get("/predict", params={"text": "after"}).json()
+    assert (after["model_version"], after["routed_by"]) == (1, "default")
+    assert [c.version for c in fake.calls[calls:]] == [1]
+    assert client.get("/models").json()["models"]["sentiment"]["versions"] == {"1": "READY", "2": "UNAVAILABLE"}
+    assert 'fallbacks_total{model="sentiment",reason="not_ready"} 1.0' in client.get("/metrics").text
+
+
+def test_a_canary_that_errors_is_served_by_stable(app_client, fake):
+    fake.failures[("sentiment", 2)] = TritonFailed("Triton could not run the request")
+    with app_client(default_model_version=1, canary_version=2, canary_percent=100) as client:
+        response = client.get("/predict", params={"text": "canary"})
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["model_version"], body["routed_by"], body["requested_version"]) == (1, "fallback", 2)
+        assert [c.version for c in fake.calls] == [2, 1]
+        metrics = client.get("/metrics").text
+        assert 'fallbacks_total{model="sentiment",reason="canary_error"} 1.0' in metrics
+        assert 'triton_errors_total{code="triton_error",model="sentiment"} 1.0' in metrics
+
+
+def test_an_error_on_a_pinned_version_is_not_hidden(client, fake):
+    fake.failures[("sentiment", 1)] = TritonTimeout("Triton did not answer in time")
+    response = client.get("/predict", params={"text": "pinned", "model_version": "1"})
+    assert response.status_code == 504
+    assert [c.version for c in fake.calls] == [1]
+
+
+def test_no_ready_version_left_is_a_503(client, fake):
+    for version in (1, 2):
+        fake.failures[("sentiment", version)] = VersionUnavailable("version is not at ready state")
+    response = client.get("/predict", params={"text": "nothing"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "model_unavailable"
+
+
+def test_lazy_loading_loads_a_model_once_on_first_use(app_client, fake):
+    fake.states["digits"] = {1: "UNAVAILABLE", 2: "UNAVAILABLE"}
+    with app_client(load_all_models=False) as client:
+        assert fake.loads == []
+        assert client.get("/ready").json()["models"]["digits"]["ready"] is False
+        response = client.post("/predict/batch", json={"model": "digits", "inputs": [{"image_b64": PIXEL}]})
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["model_version"] == 2
+        client.post("/predict/batch", json={"model": "digits", "inputs": [{"image_b64": PIXEL}]})
+        assert fake.loads == ["digits"]
+
+
+# a 1x1 white PNG
+PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAWk1v8QAAAABJRU5ErkJggg==")
