@@ -23,6 +23,7 @@ class RequestRecord:
     version: int | None = None
     routed_by: str | None = None
     cache: str | None = None  # HIT | MISS
+    key_name: str | None = None  # the API key's name; None for an anonymous request
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
