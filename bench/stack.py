@@ -9,7 +9,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from devstack.processes import RedisServer, RouterProcess, free_port
-from export.config import read_config, render
+from export.config import read_config
+from export.repository import copy_version, write_version
 from local_triton import Ports, TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +40,7 @@ def bench_repository(dest: Path) -> Path:
         config.version_policy.specific.versions.append(1)
         if not batched:
             config.ClearField("dynamic_batching")
-        target = dest / name
-        (target / "1").mkdir(parents=True)
-        shutil.copy2(source / str(BATCH_VERSION) / "model.onnx", target / "1" / "model.onnx")
-        shutil.copy2(source / "labels.txt", target / "labels.txt")
-        (target / "config.pbtxt").write_text(render(config))
+        copy_version(source, BATCH_VERSION, dest / name, config)
     return dest
 
 
@@ -84,10 +81,8 @@ def heavy_variants(dest: Path, width: int = 2048, depth: int = 4) -> None:
         config = build_config(replace(spec, name=name), VersionPolicy("all"))
         if not batched:
             config.ClearField("dynamic_batching")
-        (dest / name / "1").mkdir(parents=True)
-        (dest / name / "1" / "model.onnx").write_bytes(model_bytes)
-        (dest / name / "labels.txt").write_text("negative\npositive\n")
-        (dest / name / "config.pbtxt").write_text(render(config))
+        metadata = {"model": name, "version": 1, "architecture": f"untrained mlp, {depth} x {width}"}
+        write_version(dest / name, 1, model_bytes, metadata, config, spec.labels)
 
 
 class BenchStack:

@@ -7,12 +7,16 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from export import config as cfg
+from export.constants import INSTANCE_KINDS, IR_VERSION, OPSET
 from export.errors import ExportError
 from export.repository import check_writable, next_version, write_version
-from export.specs import ModelSpec, get_spec, spec_names
-from export.training import Progress
+from export.specs import ModelSpec, resolve_spec
+
+if TYPE_CHECKING:
+    from export.training import Progress
 
 PARITY_ROWS = 512
 DEFAULT_SEED = 0
@@ -42,13 +46,6 @@ class BuildResult:
     seconds: float
 
 
-def resolve_spec(name: str) -> ModelSpec:
-    spec = get_spec(name)
-    if spec is None:
-        raise ExportError(f"unknown model {name!r}; known models: {', '.join(spec_names())}")
-    return spec
-
-
 def source_commit() -> str:
     """The commit of the export code, with `+dirty` when it has local edits."""
     here = Path(__file__).resolve().parent.parent
@@ -69,6 +66,8 @@ def _plan(req: BuildRequest, spec: ModelSpec) -> tuple[str, int, cfg.VersionPoli
         raise ExportError(f"unknown architecture {arch!r} for {spec.name}; choose from: {', '.join(spec.architectures)}")
     if req.version is not None and req.version < 1:
         raise ExportError(f"version must be a positive integer, got {req.version}")
+    if req.instance_kind not in INSTANCE_KINDS:
+        raise ExportError(f"unknown instance kind {req.instance_kind!r}; choose from: {', '.join(INSTANCE_KINDS)}")
     if req.instances < 1:
         raise ExportError(f"instances must be at least 1, got {req.instances}")
     check_writable(req.repository)
@@ -87,7 +86,7 @@ def _plan(req: BuildRequest, spec: ModelSpec) -> tuple[str, int, cfg.VersionPoli
 
 
 def build(req: BuildRequest, progress: Progress) -> BuildResult:
-    from export.onnx_io import IR_VERSION, OPSET, PARITY_TOLERANCE, check_parity, to_onnx
+    from export.onnx_io import PARITY_TOLERANCE, check_parity, to_onnx
     from export.training import train
 
     spec = resolve_spec(req.model)

@@ -8,26 +8,23 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from export.constants import INSTANCE_KINDS
 from export.errors import ExportError, UsageError
+
+if TYPE_CHECKING:
+    from export.build import BuildRequest
 
 DEFAULT_REPOSITORY = "model_repository"
 
 
 @dataclass(frozen=True)
-class Args:
-    command: str
+class RepositoryArgs:
+    """What `list` and `validate` look at."""
+
     repository: Path
     model: str | None = None
-    version: int | None = None
-    arch: str | None = None
-    seed: int = 0
-    epochs: int | None = None
-    policy: str | None = None
-    instance_kind: str = "auto"
-    instances: int = 1
-    quiet: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,24 +33,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from export.config import INSTANCE_KINDS
-
     parser = _Parser(prog="python -m export", description=__doc__)
     parser.add_argument("--repository", type=Path,
                         default=Path(os.environ.get("MODEL_REPOSITORY", DEFAULT_REPOSITORY)),
                         help="model repository folder (default: $MODEL_REPOSITORY or ./model_repository)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    build = sub.add_parser("build", help="train, export and write a new numeric version")
+    # Options left out are left out of the namespace, so BuildRequest's defaults apply.
+    build = sub.add_parser("build", help="train, export and write a new numeric version",
+                           argument_default=argparse.SUPPRESS)
     build.add_argument("model", help="model name (sentiment, digits)")
     build.add_argument("--version", type=int, help="version number (default: the next free one)")
     build.add_argument("--arch", help="architecture (default: the model's best)")
-    build.add_argument("--seed", type=int, default=0, help="random seed for data split and training")
+    build.add_argument("--seed", type=int, help="random seed for data split and training")
     build.add_argument("--epochs", type=int, help="override the number of training epochs")
     build.add_argument("--version-policy", dest="policy",
                        help="Triton version policy: all | latest:N | specific:1,2 (default: keep, else all)")
-    build.add_argument("--instance-kind", choices=INSTANCE_KINDS, default="auto",
+    build.add_argument("--instance-kind", choices=INSTANCE_KINDS,
                        help="instance group kind: auto (GPU if present), cpu or gpu")
-    build.add_argument("--instances", type=int, default=1, help="model instances per device")
+    build.add_argument("--instances", type=int, help="model instances per device")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     lst = sub.add_parser("list", help="versions and their metadata, as a table")
     lst.add_argument("model", nargs="?")
@@ -61,9 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str]) -> Args:
-    ns = vars(_parser().parse_args(list(argv)))
-    return Args(**{k: v for k, v in ns.items() if k in Args.__dataclass_fields__})
+def parse_args(argv: Sequence[str]) -> tuple[str, BuildRequest | RepositoryArgs, bool]:
+    """The command, the request it acts on, and whether to hide progress lines."""
+    fields = vars(_parser().parse_args(list(argv)))
+    command, quiet = fields.pop("command"), fields.pop("quiet", False)
+    if command == "build":
+        from export.build import BuildRequest
+
+        return command, BuildRequest(**fields), quiet
+    return command, RepositoryArgs(**fields), quiet
 
 
 def _progress(quiet: bool):
@@ -73,15 +76,13 @@ def _progress(quiet: bool):
     return emit
 
 
-def cmd_build(args: Args) -> int:
-    from export.build import BuildRequest, build
+def cmd_build(req: BuildRequest, quiet: bool = False) -> int:
+    import torch  # noqa: F401  (importing torch sets its logger's level, so it comes first)
+
+    from export.build import build
 
     logging.getLogger("torch").setLevel(logging.ERROR)
-    result = build(BuildRequest(
-        model=args.model or "", repository=args.repository, version=args.version, arch=args.arch,
-        seed=args.seed, epochs=args.epochs, policy=args.policy, instance_kind=args.instance_kind,
-        instances=args.instances,
-    ), _progress(args.quiet))
+    result = build(req, _progress(quiet))
     print(f"wrote {result.model} v{result.version} ({result.arch}) -> {result.path}: "
           f"accuracy {result.accuracy:.4f}, parity error {result.parity_error:.2e}, "
           f"trained in {result.seconds:.1f}s")
@@ -92,12 +93,12 @@ def _sci(value) -> str:
     return f"{value:.1e}" if isinstance(value, (int, float)) else "-"
 
 
-def cmd_list(args: Args) -> int:
-    from export.build import resolve_spec
+def cmd_list(args: RepositoryArgs) -> int:
     from export.repository import list_versions
+    from export.specs import check_name
 
     if args.model and not (args.repository / args.model).is_dir():
-        resolve_spec(args.model)  # unknown name -> the clear error
+        check_name(args.model)  # unknown name -> the clear error
         raise ExportError(f"no versions of {args.model} in {args.repository}")
     rows = [("MODEL", "VERSION", "ARCH", "ACCURACY", "PARITY", "CREATED", "SHA256", "COMMIT")]
     for v in list_versions(args.repository, args.model):
@@ -111,7 +112,7 @@ def cmd_list(args: Args) -> int:
     return 0
 
 
-def cmd_validate(args: Args) -> int:
+def cmd_validate(args: RepositoryArgs) -> int:
     from export.validate import validate
 
     models, versions, problems = validate(args.repository)
@@ -126,8 +127,10 @@ def cmd_validate(args: Args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        return {"build": cmd_build, "list": cmd_list, "validate": cmd_validate}[args.command](args)
+        command, request, quiet = parse_args(sys.argv[1:] if argv is None else argv)
+        if command == "build":
+            return cmd_build(request, quiet)
+        return {"list": cmd_list, "validate": cmd_validate}[command](request)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

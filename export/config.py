@@ -13,22 +13,12 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from export.constants import CONFIG_NAME, LABELS_NAME, MAX_BATCH_SIZE, PLATFORM
 from export.errors import ExportError
-from export.onnx_io import MAX_BATCH_SIZE
 from export.specs import ModelSpec
 
-CONFIG_NAME = "config.pbtxt"
-LABELS_NAME = "labels.txt"
-PLATFORM = "onnxruntime_onnx"
 PREFERRED_BATCH_SIZES = (8, 16, 32)
 MAX_QUEUE_DELAY_US = 500
-
-_KINDS = {
-    "auto": mc.ModelInstanceGroup.KIND_AUTO,  # GPU where Triton sees one, else CPU
-    "cpu": mc.ModelInstanceGroup.KIND_CPU,
-    "gpu": mc.ModelInstanceGroup.KIND_GPU,
-}
-INSTANCE_KINDS = tuple(_KINDS)
 
 
 @dataclass(frozen=True)
@@ -85,7 +75,8 @@ def build_config(spec: ModelSpec, policy: VersionPolicy, instance_kind: str = "a
     config.dynamic_batching.preferred_batch_size.extend(PREFERRED_BATCH_SIZES)
     config.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
     policy.apply(config)
-    config.instance_group.add(name=spec.name, count=instances, kind=_KINDS[instance_kind])
+    kind = mc.ModelInstanceGroup.Kind.Value(f"KIND_{instance_kind.upper()}")
+    config.instance_group.add(name=spec.name, count=instances, kind=kind)
     for key, value in sorted(spec.parameters.items()):
         config.parameters[key].string_value = value
     config.parameters["labels"].string_value = ",".join(spec.labels)

@@ -11,14 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.constants import IR_VERSION, MAX_BATCH_SIZE, OPSET
 from export.specs import ModelSpec
 
-# The NGC image this repository targets (tritonserver 24.10) runs ONNX
-# Runtime 1.19, which reads IR version 10 and opsets up to 21. Newer `onnx`
-# packages write IR 11 by default, so both are pinned here.
-OPSET = 18
-IR_VERSION = 10
-MAX_BATCH_SIZE = 64
 PARITY_TOLERANCE = 1e-4
 
 

@@ -6,15 +6,14 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.config import CONFIG_NAME, PLATFORM, read_config
+from export.config import read_config
+from export.constants import CONFIG_NAME, IR_VERSION, MAX_OPSET, METADATA_FILE, MODEL_FILE, PLATFORM
 from export.errors import ExportError
-from export.onnx_io import IR_VERSION, OPSET
-from export.repository import METADATA_FILE, MODEL_FILE, read_metadata, sha256_file
+from export.repository import read_labels, read_metadata, sha256_file
 
 # ONNX tensor element types -> Triton data types (only those used here need exist)
 _ONNX_TO_TRITON = {1: mc.TYPE_FP32, 2: mc.TYPE_UINT8, 3: mc.TYPE_INT8, 6: mc.TYPE_INT32,
                    7: mc.TYPE_INT64, 9: mc.TYPE_BOOL, 10: mc.TYPE_FP16, 11: mc.TYPE_FP64}
-MAX_OPSET = 21  # ONNX Runtime 1.19, in the tritonserver 24.10 image
 
 
 def _dims(value_info) -> list[int]:
@@ -90,7 +89,7 @@ def _check_model(model_dir: Path) -> list[str]:
             if not labels_path.is_file():
                 problems.append(f"{name}: label file {out.label_filename} is missing")
             else:
-                count = len([ln for ln in labels_path.read_text(encoding="utf-8").splitlines() if ln.strip()])
+                count = len(read_labels(labels_path))
                 if list(out.dims) != [count]:
                     problems.append(f"{name}: {out.label_filename} has {count} labels but output {out.name!r} has dims {list(out.dims)}")
     versions = []

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-from torch import nn
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
 
 
 @dataclass(frozen=True)

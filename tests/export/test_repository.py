@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from export.config import VersionPolicy, build_config
+from export.config import VersionPolicy, build_config, read_config
 from export.errors import ExportError
-from export.repository import list_versions, next_version, numeric_versions, sha256_file, write_version
+from export.repository import (copy_version, list_versions, next_version, numeric_versions, read_labels,
+                               sha256_file, write_version)
 from export.specs import get_spec
 
 SPEC = get_spec("digits")
@@ -64,3 +65,20 @@ def test_a_failed_write_leaves_the_repository_as_it_was(tmp_path):
         write_version(model_dir, 2, b"second", {}, Unprintable(), ("changed",))
     assert _snapshot(tmp_path) == before
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt", "labels.txt"]
+
+
+def test_copy_version_serves_a_version_under_another_config(tmp_path):
+    source = tmp_path / "digits"
+    write_version(source, 1, b"first", {"accuracy": 0.9, "model": "digits", "version": 1}, _config(), SPEC.labels)
+    write_version(source, 2, b"second", {"accuracy": 0.95, "model": "digits", "version": 2}, _config(), SPEC.labels)
+    config = read_config(source)
+    config.name = "digits_copy"
+    config.ClearField("dynamic_batching")
+    path = copy_version(source, 2, tmp_path / "digits_copy", config)
+    assert path == tmp_path / "digits_copy" / "1"
+    assert (path / "model.onnx").read_bytes() == b"second"
+    meta = json.loads((path / "metadata.json").read_text())
+    assert meta == {"accuracy": 0.95, "model": "digits_copy", "version": 1, "sha256": sha256_file(path / "model.onnx")}
+    assert read_labels(tmp_path / "digits_copy" / "labels.txt") == SPEC.labels
+    assert read_config(tmp_path / "digits_copy") == config
+    assert numeric_versions(source) == [1, 2]
