@@ -6,6 +6,8 @@ Ctrl-C or SIGTERM stops everything."""
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from devstack.processes import ChildProcess, RedisServer, RouterProcess, WorkerP
 from devstack.topology import Topology
 from local_triton import Ports, TritonError, TritonServer
 from local_triton.server import interrupt_on_signals
+from router import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,17 +35,23 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupt_on_signals()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    # An admin key for this session; predictions, jobs and metrics stay open. Triton's
+    # repository API (index, load, unload) answers only the router and worker, which get triton_key.
+    admin_key, triton_key = keys.new_key(), secrets.token_urlsafe(24)
+    env = {"API_KEYS": json.dumps([keys.entry("session-admin", admin_key, ["admin", "metrics", "jobs", "predict"],
+                                              None)]),
+           "ANONYMOUS_SCOPES": "predict,jobs,metrics", "TRITON_ADMIN_KEY": triton_key}
     triton = TritonServer(args.model_repository, Ports(*args.triton_ports),
-                          log_path=args.workdir / "tritonserver.log")
+                          log_path=args.workdir / "tritonserver.log", restricted=("triton-admin-key", triton_key))
     redis = RedisServer(args.workdir / "redis", port=args.redis_port)
     if args.replicas > 1:
         front = Topology(args.workdir, triton, redis.url, [args.port + 1 + i for i in range(args.replicas)],
-                         args.port, args.prometheus_port, cwd=ROOT)
+                         args.port, args.prometheus_port, cwd=ROOT, router_env=env)
         children: list[ChildProcess] = front.children
     else:
-        front = RouterProcess(args.workdir, triton, {"REDIS_URL": redis.url}, port=args.port, cwd=ROOT)
+        front = RouterProcess(args.workdir, triton, {"REDIS_URL": redis.url, **env}, port=args.port, cwd=ROOT)
         children = [front]
-    worker = WorkerProcess(args.workdir, triton, {"REDIS_URL": redis.url}, name="worker-1", cwd=ROOT)
+    worker = WorkerProcess(args.workdir, triton, {"REDIS_URL": redis.url, **env}, name="worker-1", cwd=ROOT)
     children.append(worker)
     try:
         print("starting Triton, Redis, the router and a worker...", flush=True)
@@ -59,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"  prometheus {front.prometheus.url}"]
         lines += [f"  triton   {triton.http_url} (HTTP)   {triton.grpc_url} (gRPC)",
                   f"  redis    {redis.url}   worker: python -m router.jobs.worker ({worker.concurrency} tasks)",
+                  "  admin key (this session only; predictions, jobs and metrics are open):",
+                  f"           {admin_key}",
                   f"  logs     {args.workdir}/", "Ctrl-C to stop."]
         print("\n" + "\n".join(lines), flush=True)
         while True:

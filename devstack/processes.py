@@ -106,19 +106,26 @@ class ChildProcess:
 
 
 class RedisServer(ChildProcess):
+    """redis-server with its files in `workdir`. The append-only file is on
+    (fsync every second, as the Compose services run it), so queued jobs and
+    results survive a restart on the same directory; `persistent=False`
+    keeps everything in memory only."""
+
     name = "redis"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, persistent: bool = True) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
+        aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
         return [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir)]
+                *aof, "--dir", str(self.workdir)]
 
     def ready(self) -> bool:
         try:

@@ -104,7 +104,9 @@ def server_env(inst: Installation) -> dict[str, str]:
 
 def server_command(inst: Installation, repository: Path, backends: Path, ports: Ports,
                    host: str = "127.0.0.1", models: list[str] | None = None,
-                   log_verbose: int = 0) -> list[str]:
+                   log_verbose: int = 0, restricted: tuple[str, str] | None = None) -> list[str]:
+    """`restricted` (header, key): the repository API (index, load, unload) over
+    HTTP and gRPC answers only requests that carry that header and key."""
     cmd = [
         str(inst.binary),
         f"--model-repository={repository}",
@@ -118,6 +120,10 @@ def server_command(inst: Installation, repository: Path, backends: Path, ports: 
         f"--log-verbose={log_verbose}",
     ]
     cmd += [f"--load-model={m}" for m in (models if models is not None else ["*"])]
+    if restricted is not None:
+        header, key = restricted
+        cmd += [f"--http-restricted-api=model-repository:{header}={key}",
+                f"--grpc-restricted-protocol=model-repository:{header}={key}"]
     return cmd
 
 
@@ -126,13 +132,14 @@ class TritonServer:
 
     def __init__(self, repository: Path, ports: Ports = Ports(), host: str = "127.0.0.1",
                  models: list[str] | None = None, log_path: Path | None = None,
-                 log_verbose: int = 0) -> None:
+                 log_verbose: int = 0, restricted: tuple[str, str] | None = None) -> None:
         self.repository = Path(repository).resolve()
         self.ports = ports
         self.host = host
         self.models = models
         self.log_path = log_path
         self.log_verbose = log_verbose
+        self.restricted = restricted
         self.process: subprocess.Popen | None = None
         self._workdir: Path | None = None
         self._log = None
@@ -159,7 +166,7 @@ class TritonServer:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         cmd = server_command(inst, self.repository, backends, self.ports, self.host,
-                             self.models, self.log_verbose)
+                             self.models, self.log_verbose, self.restricted)
         self.process = subprocess.Popen(cmd, env=server_env(inst), stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)

@@ -8,13 +8,33 @@ class RouterError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
 
 
 class BadRequest(RouterError):
     status, code = 400, "bad_request"
+
+
+class Unauthorized(RouterError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"WWW-Authenticate": 'Bearer realm="router"'})
+
+
+class Forbidden(RouterError):
+    status, code = 403, "forbidden"
+
+
+class RateLimited(RouterError):
+    status, code = 429, "rate_limited"
+
+
+class Overloaded(RouterError):
+    status, code = 503, "overloaded"
 
 
 class InvalidInput(RouterError):
@@ -67,3 +87,22 @@ class JobsUnavailable(RouterError):
 
 def error_body(code: str, message: str, request_id: str | None) -> dict:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+class JobsOutcomeUnknown(RouterError):
+    """The submit may have reached the job queue, which did not answer: the
+    job may exist. A retry with the same Idempotency-Key finds it."""
+
+    status, code = 503, "jobs_outcome_unknown"
+
+
+class JobsBusy(RouterError):
+    """The job queue holds JOBS_MAX_QUEUED jobs; nothing was queued."""
+
+    status, code = 503, "jobs_busy"
+
+
+class IdempotencyKeyReused(RouterError):
+    """An Idempotency-Key sent again with a different request body."""
+
+    status, code = 422, "idempotency_key_reused"

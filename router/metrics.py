@@ -37,6 +37,12 @@ class Metrics:
                                     ["op"], registry=r)
         self.coalesced = Counter("singleflight_coalesced_total", "Cache misses that joined an identical call",
                                  ["model"], registry=r)
+        self.rate_limit_shared = Gauge("rate_limit_shared", "1 while rate limits are counted in the shared Redis, "
+                                       "0 while each process counts its own", registry=r)
+        self.rate_limit_fallbacks = Counter("rate_limit_fallbacks_total",
+                                            "Rate-limit checks counted per process because Redis failed", registry=r)
+        self.rejected = Counter("router_rejected_total", "Requests refused at the edge, by reason",
+                                ["reason"], registry=r)
         # plain tallies for /stats
         self._lock = threading.Lock()
         self._total = 0

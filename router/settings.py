@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def parse_version(value: int | str | None) -> int | None:
@@ -39,6 +41,43 @@ class ModelRoute(BaseModel):
         return parse_version(value)
 
 
+Scope = Literal["predict", "jobs", "admin", "metrics"]
+SCOPES: tuple[Scope, ...] = ("predict", "jobs", "admin", "metrics")
+
+
+def parse_rate(value: str | None) -> str | None:
+    """A rate such as `100/second` or `100/s`, checked by the `limits` library; "" or "none": no limit."""
+    if value is None or str(value).strip().lower() in ("", "none", "off"):
+        return None
+    from limits import parse
+
+    text = str(value).strip()
+    short = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+    amount, _, unit = text.partition("/")
+    text = f"{amount}/{short.get(unit.strip(), unit.strip())}"
+    try:
+        parse(text)
+    except ValueError:
+        raise ValueError(f"rate {value!r} must look like 100/second, 100/s or 6000/minute") from None
+    return text
+
+
+class ApiKey(BaseModel):
+    """One entry of API_KEYS. The key itself is never stored: only its sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: set[Scope]
+    rate: str | None = None
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate(cls, value):
+        return parse_rate(value)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
                                       case_sensitive=False)
@@ -51,7 +90,12 @@ class Settings(BaseSettings):
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_http_url: str = "127.0.0.1:8000"
     triton_timeout_s: float = Field(default=10.0, gt=0)
-    triton_refresh_s: float = Field(default=2.0, gt=0, description="how often model readiness is re-read")
+    triton_refresh_s: float = Field(default=1.0, gt=0, description="how often model readiness is re-read")
+    triton_ready_timeout_s: float = Field(default=0.5, gt=0, description="Triton not ready within this: /ready 503")
+    # Sent with the repository-API calls (index, load) when Triton restricts them
+    # (--http-restricted-api / --grpc-restricted-protocol model-repository:<header>=<key>).
+    triton_admin_header: str = "triton-admin-key"
+    triton_admin_key: SecretStr | None = None
 
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=0.1, gt=0)
@@ -65,6 +109,8 @@ class Settings(BaseSettings):
     # it is done, so a `volatile-*` or `noeviction` memory policy never evicts it.
     jobs_redis_url: str | None = None
     jobs_redis_timeout_s: float = Field(default=5.0, gt=0)
+    jobs_max_queued: int = Field(default=10_000, ge=0, description="jobs waiting or running; 0: no limit")
+    job_submit_attempts: int = Field(default=3, ge=1, le=10, description="tries of one submit when Redis fails")
     job_result_ttl_seconds: int = Field(default=86_400, ge=1)
     job_max_attempts: int = Field(default=3, ge=1)
     job_claim_idle_ms: int = Field(default=30_000, ge=100, description="pending this long -> another worker takes it")
@@ -83,8 +129,31 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_text_chars: int = Field(default=5000, ge=1)
     max_image_pixels: int = Field(default=4096 * 4096, ge=64)
+    max_image_aspect: float = Field(default=64.0, ge=1.0, description="longer side / shorter side, at most")
+    preprocess_workers: int = Field(default=2, ge=1, le=64, description="threads that decode images off the event loop")
     max_batch_items: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)
+
+    # The edge. Header and body read timeouts and the header size limit are
+    # enforced by the HTTP server (router/edge/server.py); the in-flight cap
+    # by the edge middleware (probes are exempt).
+    max_header_bytes: int = Field(default=16_384, ge=1024, description="request line + headers; beyond: 431")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="to receive the request line and headers; 408")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="to receive the whole body; 408")
+    max_in_flight: int = Field(default=512, ge=1, description="requests served at once per process; beyond: 503")
+    max_json_depth: int = Field(default=32, ge=2, description="nesting of a JSON body; beyond: 400")
+
+    # Authentication: API_KEYS (JSON list) or API_KEYS_FILE (a path to the same).
+    # Without keys the router runs open: anonymous requests get ANONYMOUS_SCOPES,
+    # by default predict, jobs and metrics; once keys exist, nothing by default.
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    anonymous_scopes: Annotated[set[Scope] | None, NoDecode] = None  # "predict,jobs" or a JSON list
+    metrics_public: bool = False
+
+    # Rate limits shared across replicas through REDIS_URL (else per process):
+    # RATE_LIMIT per key (a key's own `rate` wins), per client address when anonymous.
+    rate_limit: str | None = "1000/second"
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -95,6 +164,46 @@ class Settings(BaseSettings):
     @classmethod
     def _version(cls, value):
         return parse_version(value)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value):
+        return parse_rate(value)
+
+    @field_validator("anonymous_scopes", mode="before")
+    @classmethod
+    def _scopes(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [s.strip() for s in text.split(",") if s.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _keys(self) -> "Settings":
+        if self.api_keys_file is not None:
+            try:
+                entries = json.loads(self.api_keys_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"API_KEYS_FILE {self.api_keys_file}: {exc}") from None
+            self.api_keys = [*self.api_keys, *(ApiKey.model_validate(e) for e in entries)]
+        names = [k.name for k in self.api_keys]
+        if len(set(names)) != len(names):
+            raise ValueError("API_KEYS: every key needs its own name")
+        if len({k.key_sha256 for k in self.api_keys}) != len(self.api_keys):
+            raise ValueError("API_KEYS: the same key is listed twice")
+        if self.anonymous_scopes is None:
+            self.anonymous_scopes = set() if self.api_keys else {"predict", "jobs", "metrics"}
+        if "admin" in self.anonymous_scopes:
+            raise ValueError("ANONYMOUS_SCOPES must not include admin: admin always needs a key")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def anonymous(self) -> frozenset[str]:
+        scopes = set(self.anonymous_scopes or ())
+        return frozenset(scopes | {"metrics"} if self.metrics_public else scopes)
 
     @model_validator(mode="after")
     def _canary_needs_a_version(self) -> "Settings":
@@ -112,6 +221,12 @@ class Settings(BaseSettings):
             return ModelRoute(default_version=self.default_model_version, canary_version=self.canary_version,
                               canary_percent=self.canary_percent)
         return ModelRoute()
+
+    @property
+    def triton_admin_headers(self) -> dict[str, str] | None:
+        if self.triton_admin_key is None:
+            return None
+        return {self.triton_admin_header: self.triton_admin_key.get_secret_value()}
 
     @property
     def jobs_url(self) -> str | None:

@@ -10,6 +10,8 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+from router.breaker import Breaker
+
 log = logging.getLogger(__name__)
 
 
@@ -91,28 +93,19 @@ class RedisCache:
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry_on_timeout=False, health_check_interval=0, max_connections=256,
         )
-        self._backoff_max = backoff_max
-        self._backoff = 0.0
-        self._skip_until = 0.0
+        self._breaker = Breaker("redis cache", "serving without the cache", backoff_max, log)
         self._on_error = on_error or (lambda op: None)
 
     @property
     def available(self) -> bool:
-        return time.monotonic() >= self._skip_until
+        return self._breaker.available
 
     def _failed(self, op: str, exc: Exception) -> None:
         self._on_error(op)
-        first = self._backoff == 0.0
-        self._backoff = min(self._backoff_max, max(0.25, self._backoff * 2))
-        self._skip_until = time.monotonic() + self._backoff
-        if first:
-            log.warning("redis %s failed (%s: %s); serving without the cache, retrying in %.2fs",
-                        op, exc.__class__.__name__, exc, self._backoff)
+        self._breaker.failed(op, exc)
 
     def _succeeded(self) -> None:
-        if self._backoff:
-            log.info("redis is reachable again; cache resumed")
-        self._backoff = 0.0
+        self._breaker.succeeded()
 
     async def get(self, key: str) -> bytes | None:
         return (await self.mget([key]))[0]

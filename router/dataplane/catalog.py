@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from router.dataplane.gateway import Gateway
-from router.errors import RouterError
+from router.errors import RouterError, TritonUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,11 @@ class Snapshot:
 
 
 class Catalog:
-    def __init__(self, gateway: Gateway, refresh_s: float, load_all: bool, on_refresh=None) -> None:
+    def __init__(self, gateway: Gateway, refresh_s: float, load_all: bool, on_refresh=None,
+                 ready_timeout_s: float = 1.0) -> None:
         self.gateway = gateway
         self.refresh_s = refresh_s
+        self.ready_timeout_s = ready_timeout_s
         self.load_all = load_all
         self.snapshot = Snapshot()
         self._on_refresh = on_refresh or (lambda snap: None)
@@ -70,12 +72,15 @@ class Catalog:
 
     async def refresh(self) -> Snapshot:
         try:
-            ready = await self.gateway.server_ready()
+            if not await self.gateway.server_ready(self.ready_timeout_s):
+                raise TritonUnavailable(f"Triton did not report ready within {self.ready_timeout_s} s")
             entries = await self.gateway.index()
         except RouterError as exc:
+            # Not ready now: say so at once (/ready turns 503), but keep what was known, so
+            # that requests still try Triton and get its own answer (503, or 504 if it hangs).
             if self.snapshot.triton_ready:
                 log.warning("Triton is unreachable: %s", exc.message)
-            self.snapshot = replace(self.snapshot, triton_ready=False, states={}, taken_at=time.monotonic())
+            self.snapshot = replace(self.snapshot, triton_ready=False, taken_at=time.monotonic())
             self._on_refresh(self.snapshot)
             return self.snapshot
         states: dict[str, dict[int, str]] = {}
@@ -90,9 +95,9 @@ class Catalog:
                     infos[name] = ModelInfo.from_config(await self.gateway.config(name))
                 except (RouterError, KeyError, IndexError, ValueError) as exc:
                     log.warning("cannot read the config of %s: %s", name, exc)
-        if not self.snapshot.triton_ready and ready:
+        if not self.snapshot.triton_ready:
             log.info("Triton is reachable: %s", ", ".join(f"{m} {sorted(v)}" for m, v in states.items()))
-        self.snapshot = Snapshot(ready, states, infos, time.monotonic())
+        self.snapshot = Snapshot(True, states, infos, time.monotonic())
         self._on_refresh(self.snapshot)
         return self.snapshot
 

@@ -25,7 +25,8 @@ class Gateway(Protocol):
                     tensor: np.ndarray, top_k: int, request_id: str | None) -> list[Scores]:
         """One row of scores per row of `tensor`; raises RouterError subclasses."""
 
-    async def server_ready(self) -> bool: ...
+    async def server_ready(self, timeout: float) -> bool:
+        """False when Triton is not ready, or does not say so within `timeout` seconds."""
 
     async def index(self) -> list[IndexEntry]: ...
 

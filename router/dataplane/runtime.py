@@ -26,7 +26,8 @@ async def open_service(settings: Settings, metrics: Metrics,
     if gateway is None:
         from router.dataplane.triton import TritonGateway
 
-        gateway = TritonGateway(settings.triton_protocol, settings.triton_url, settings.triton_timeout_s)
+        gateway = TritonGateway(settings.triton_protocol, settings.triton_url, settings.triton_timeout_s,
+                                settings.triton_admin_headers)
     if settings.redis_url:
         cache = RedisCache(settings.redis_url, settings.redis_timeout_s, settings.redis_backoff_max_s,
                            on_error=lambda op: metrics.redis_errors.labels(op).inc())
@@ -37,13 +38,18 @@ async def open_service(settings: Settings, metrics: Metrics,
         for model in snapshot.states:
             metrics.loaded_versions.labels(model).set(len(snapshot.ready(model)))
 
-    catalog = Catalog(gateway, settings.triton_refresh_s, settings.load_all_models, on_refresh)
+    catalog = Catalog(gateway, settings.triton_refresh_s, settings.load_all_models, on_refresh,
+                      settings.triton_ready_timeout_s)
+    service = None
     try:
         await catalog.start()
         triton = f"{settings.triton_url} ({settings.triton_protocol})" if owned else type(gateway).__name__
         log.info("connected: triton=%s, cache=%s", triton, cache.backend)
-        yield PredictionService(settings, gateway, catalog, cache, metrics)
+        service = PredictionService(settings, gateway, catalog, cache, metrics)
+        yield service
     finally:
+        if service is not None:
+            service.close()  # its image-decoding threads
         await catalog.stop()
         await cache.close()
         if owned:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from dataclasses import replace
 
 import numpy as np
 
-from router.dataplane import preprocess, views
+from router.dataplane import views
 from router.dataplane.cache import Cache, cache_key, jittered_ttl
 from router.dataplane.catalog import Catalog, ModelInfo
 from router.dataplane.gateway import Gateway
+from router.dataplane.inputs import Inputs
 from router.dataplane.routing import Decision, fallback, resolve
 from router.dataplane.singleflight import SingleFlight
 from router.dataplane.types import Item, Options, Prediction, Scores
@@ -35,6 +38,10 @@ class PredictionService:
         self.metrics = metrics
         self.flights: SingleFlight[list[Scores]] = SingleFlight()
         self._routes: dict[str, ModelRoute] = {}
+        self.inputs = Inputs(settings)
+
+    def close(self) -> None:
+        self.inputs.close()
 
     def route(self, model: str) -> ModelRoute:
         """The model's split, computed once from settings."""
@@ -46,8 +53,14 @@ class PredictionService:
     # --- views ---------------------------------------------------------------
 
     def readiness(self) -> dict:
+        """Ready when Triton and every default version are; not ready either when
+        the catalog has not heard from Triton for two refreshes (a refresh stuck
+        on a Triton that hangs)."""
         s = self.settings
-        return views.readiness(self.catalog.snapshot, self.route, s.default_model, s.model_routes)
+        snap = self.catalog.snapshot
+        if time.monotonic() - snap.taken_at > 2 * s.triton_refresh_s + s.triton_ready_timeout_s:
+            snap = replace(snap, triton_ready=False)
+        return views.readiness(snap, self.route, s.default_model, s.model_routes)
 
     def models_view(self) -> dict:
         return views.models_view(self.catalog.snapshot, self.route, self.settings.default_model)
@@ -55,7 +68,7 @@ class PredictionService:
     async def health(self) -> dict:
         snap = self.catalog.snapshot
         redis = "disabled" if self.cache.backend == "memory" else ("ok" if await self.cache.healthy() else "down")
-        return {"status": "ok", "model_loaded": bool(snap.ready(self.settings.default_model)),
+        return {"status": "ok", "model_loaded": snap.triton_ready and bool(snap.ready(self.settings.default_model)),
                 "triton": "ready" if snap.triton_ready else "unreachable", "redis": redis}
 
     # --- predictions ---------------------------------------------------------
@@ -76,14 +89,6 @@ class PredictionService:
                 raise ModelUnavailable(f"no version of {model!r} is ready")
         return self.catalog.snapshot.infos[model]
 
-    def tensor(self, info: ModelInfo, item: Item) -> np.ndarray:
-        if item.image is not None:
-            return preprocess.image_tensor(item.image, info, self.settings.max_image_pixels)
-        if item.text is not None:
-            return preprocess.text_tensor(item.text, info, self.settings.max_text_chars)
-        what = "text (or input)" if info.input_kind == "text_utf8" else "an image (file or image_b64)"
-        raise InvalidInput(f"model {info.name!r} needs {what}")
-
     def decide(self, opts: Options) -> Decision:
         route = self.route(opts.model)
         ready = self.catalog.snapshot.ready(opts.model)
@@ -99,14 +104,30 @@ class PredictionService:
     async def predict(self, item: Item, opts: Options, request_id: str | None) -> Prediction:
         return (await self.predict_many([item], opts, request_id))[0]
 
+    async def check(self, items: list[Item], opts: Options) -> None:
+        """What prepare would refuse, refused without decoding any image:
+        the model, top_k, every text, and each image's header (format, size,
+        aspect). Jobs call it at submit time, so that the worker's prepare
+        decodes each image once; an image whose pixels then turn out to be
+        corrupt fails the job with the same 422."""
+        info = await self._model_for(opts)
+        await self.inputs.screen(info, items)
+
     async def prepare(self, items: list[Item], opts: Options) -> tuple[ModelInfo, list[np.ndarray], int]:
         """Everything a prediction would refuse, refused here: the model, the
-        inputs, top_k. Jobs call it at submit time."""
+        inputs, top_k. Images are decoded in the pool; the first item in order
+        that is refused gives the error."""
+        info = await self._model_for(opts)
+        tensors = await self.inputs.screen(info, items)
+        images = [i for i, tensor in enumerate(tensors) if tensor is None]
+        for i, tensor in zip(images, await self.inputs.decode_images(info, [items[i] for i in images])):
+            tensors[i] = tensor
+        return info, tensors, min(opts.top_k, len(info.labels) or opts.top_k)  # type: ignore[return-value]
+
+    async def _model_for(self, opts: Options) -> ModelInfo:
         if opts.top_k < 1 or opts.top_k > self.settings.max_top_k:
             raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}")
-        info = await self.model_info(opts.model)
-        tensors = [self.tensor(info, item) for item in items]
-        return info, tensors, min(opts.top_k, len(info.labels) or opts.top_k)
+        return await self.model_info(opts.model)
 
     async def predict_many(self, items: list[Item], opts: Options, request_id: str | None) -> list[Prediction]:
         info, tensors, top_k = await self.prepare(items, opts)
@@ -198,9 +219,12 @@ class PredictionService:
 
 
 def _decode(raw: bytes | None) -> Scores | None:
+    """A cached entry's scores; anything else (unreadable, empty, another
+    shape: the cache is not trusted) is a miss."""
     if raw is None:
         return None
     try:
-        return [(str(label), float(score)) for label, score in json.loads(raw)]
+        scores = [(str(label), float(score)) for label, score in json.loads(raw)]
     except (ValueError, TypeError):
-        return None  # an unreadable entry is a miss
+        return None
+    return scores or None

@@ -54,13 +54,33 @@ def parse_classes(raw: np.ndarray) -> list[Scores]:
 
 
 class TritonGateway:
-    def __init__(self, protocol: str, url: str, timeout: float) -> None:
+    def __init__(self, protocol: str, url: str, timeout: float, admin_headers: dict[str, str] | None = None) -> None:
+        """`admin_headers` go with the repository-API calls (index, load) that a Triton
+        started with --http-restricted-api / --grpc-restricted-protocol demands."""
         self.protocol = protocol
+        # Triton expects a restricted gRPC protocol's header under this prefix.
+        prefix = "triton-grpc-protocol-" if protocol == "grpc" else ""
+        self.admin_headers = {prefix + k: v for k, v in admin_headers.items()} if admin_headers else None
         self.url = url
         self.timeout = timeout
         if protocol == "grpc":
             import tritonclient.grpc.aio as module
-            self._client = module.InferenceServerClient(url)
+            from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
+            keepalive = KeepAliveOptions()
+            self._client = module.InferenceServerClient(url, channel_args=[
+                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+                ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+                ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+                ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+                ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+                # A restarted Triton is found again within a second, not after gRPC's
+                # default reconnect back-off (up to two minutes).
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.min_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ])
         else:
             import tritonclient.http.aio as module
             self._client = module.InferenceServerClient(url, conn_timeout=timeout, conn_limit=256)
@@ -89,18 +109,18 @@ class TritonGateway:
             deadline_set=grpc)
         return parse_classes(result.as_numpy(output_name))
 
-    async def server_ready(self) -> bool:
+    async def server_ready(self, timeout: float) -> bool:
         try:
-            return bool(await self._call(self._client.is_server_ready(), timeout=min(2.0, self.timeout)))
+            return bool(await self._call(self._client.is_server_ready(), timeout=timeout))
         except RouterError:
             return False
 
     async def index(self) -> list[IndexEntry]:
         if self.protocol == "grpc":
-            raw = await self._call(self._client.get_model_repository_index(as_json=True))
+            raw = await self._call(self._client.get_model_repository_index(headers=self.admin_headers, as_json=True))
             models = raw.get("models", [])
         else:
-            models = await self._call(self._client.get_model_repository_index())
+            models = await self._call(self._client.get_model_repository_index(headers=self.admin_headers))
         out = []
         for m in models:
             version = m.get("version")
@@ -116,7 +136,7 @@ class TritonGateway:
 
     async def load(self, model: str) -> None:
         """Triton's repository API: load the model's versions as its version policy names."""
-        await self._call(self._client.load_model(model), timeout=max(60.0, self.timeout))
+        await self._call(self._client.load_model(model, headers=self.admin_headers), timeout=max(60.0, self.timeout))
 
     async def close(self) -> None:
         await self._client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,27 +11,42 @@ from fastapi.staticfiles import StaticFiles
 
 from router.dataplane.gateway import Gateway
 from router.dataplane.runtime import open_service
+from router.edge import openapi
+from router.edge.auth import KeyRing
 from router.edge.handlers import register_error_handlers
 from router.edge.middleware import EdgeMiddleware
+from router.edge.ratelimit import RateLimiter
 from router.edge.routes import jobs, operations, predictions
 from router.jobs.store import open_jobs
 from router.metrics import Metrics
 from router.settings import Settings
 
+log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     """Opens every client inside the running loop; closes them all on exit."""
     settings: Settings = app.state.settings
-    async with open_service(settings, app.state.metrics, app.state.gateway) as service, \
-            open_jobs(settings) as store:
-        app.state.service = service
-        app.state.jobs = store
-        # Everything made at start-up is long-lived: keep it out of the collector's
-        # full passes, which otherwise show up as tail-latency pauses under load.
-        gc.collect()
-        gc.freeze()
-        yield
+    app.state.keyring = KeyRing.from_settings(settings)
+    if app.state.keyring.enabled:
+        log.info("API keys: %d configured; anonymous scopes: %s", len(settings.api_keys),
+                 ",".join(sorted(settings.anonymous())) or "none")
+    else:
+        log.warning("no API keys configured: the router is open (anonymous scopes: %s)",
+                    ",".join(sorted(settings.anonymous())) or "none")
+    app.state.limiter = RateLimiter(settings, app.state.metrics)
+    try:
+        async with open_service(settings, app.state.metrics, app.state.gateway) as service, \
+                open_jobs(settings) as store:
+            app.state.service = service
+            app.state.jobs = store
+            # Everything made at start-up is long-lived: keep it out of the collector's
+            # full passes, which otherwise show up as tail-latency pauses under load.
+            gc.collect()
+            gc.freeze()
+            yield
+    finally:
+        await app.state.limiter.close()
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
@@ -43,11 +59,14 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.gateway = gateway
     app.state.metrics = Metrics(enabled=settings.metrics_enabled)
     register_error_handlers(app)
+    openapi.install(app, settings)
     for surface in (predictions, jobs, operations):
         app.include_router(surface.router)
+    app.state.route_methods = [(route.path_regex, route.methods) for surface in (predictions, jobs, operations)
+                               for route in surface.router.routes]
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics,
-                       request_logging=settings.request_logging)
+                       request_logging=settings.request_logging, max_in_flight=settings.max_in_flight)
     return app
 
 
@@ -55,7 +74,10 @@ def app_from_env() -> FastAPI:
     """The app factory uvicorn calls in each worker process (WORKERS > 1)."""
     from router.logs import startup_settings
 
+    from router.edge import server
+
     settings = startup_settings()
     if settings is None:
         raise SystemExit(2)
+    server.configure(settings)
     return create_app(settings)

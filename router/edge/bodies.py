@@ -3,8 +3,9 @@ Shared by /predict, /predict/batch and /jobs, so all accept the same bodies."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 
+import orjson
 from fastapi import Request
 
 from router.dataplane.preprocess import decode_b64
@@ -21,20 +22,45 @@ def _int_field(name: str, value: str) -> int:
         raise InvalidInput(f"{name}: must be an integer") from None
 
 
-async def read_json_object(request: Request) -> dict:
+# Bodies larger than this are parsed in a worker thread, off the event loop.
+PARSE_INLINE_BYTES = 64 * 1024
+
+
+def parse_json(raw: bytes, max_depth: int) -> object:
+    """orjson's strict parse (it refuses lone surrogates and invalid UTF-8),
+    then a walk that refuses nesting deeper than `max_depth`."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc).lower():
+            raise BadRequest(f"the JSON body is nested deeper than {max_depth} levels") from None
+        raise BadRequest("the request body is not valid JSON") from None
+    level = [value] if isinstance(value, (dict, list)) else []
+    for depth in range(1, max_depth + 2):
+        nested = [c for v in level for c in (v.values() if isinstance(v, dict) else v)
+                  if isinstance(c, (dict, list))] if level else []
+        if not nested:
+            return value
+        if depth >= max_depth:
+            raise BadRequest(f"the JSON body is nested deeper than {max_depth} levels")
+        level = nested
+    return value
+
+
+async def read_json_object(request: Request, max_depth: int) -> dict:
     raw = await request.body()
     if not raw:
         raise BadRequest("the request body is empty; send JSON or a multipart upload")
-    try:
-        fields = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the request body is not valid JSON") from None
+    if len(raw) > PARSE_INLINE_BYTES:
+        fields = await asyncio.to_thread(parse_json, raw, max_depth)
+    else:
+        fields = parse_json(raw, max_depth)
     if not isinstance(fields, dict):
         raise InvalidInput("the JSON body must be an object")
     return fields
 
 
-async def read_fields(request: Request) -> tuple[dict, bytes | None]:
+async def read_fields(request: Request, max_json_depth: int) -> tuple[dict, bytes | None]:
     """The body's fields (JSON object or form) and an uploaded `file`, with
     `model`, `model_version` and `top_k` also taken from the query string."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -48,7 +74,7 @@ async def read_fields(request: Request) -> tuple[dict, bytes | None]:
         if "top_k" in fields:
             fields["top_k"] = _int_field("top_k", fields["top_k"])
     elif ctype in ("application/json", "text/json") or ctype.endswith("+json"):
-        fields = await read_json_object(request)
+        fields = await read_json_object(request, max_json_depth)
     else:
         raise UnsupportedMediaType(f"unsupported content type {ctype!r}; send application/json or multipart/form-data")
     for key in ("model", "model_version", "top_k"):

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from router import context
 from router.context import RequestRecord
 from router.dataplane.service import PredictionService
+from router.edge.auth import Principal, presented_key
 from router.errors import JobsUnavailable
 from router.jobs.store import JobStore
 from router.metrics import Metrics
@@ -41,6 +43,30 @@ async def get_jobs(request: Request) -> JobStore:
     if store is None:
         raise JobsUnavailable("asynchronous jobs need Redis: set REDIS_URL (or JOBS_REDIS_URL)")
     return store
+
+
+# Declared for the OpenAPI document (and its clients); the key itself is read by `presented_key`.
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None,
+                      Security(HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>"))]
+ApiKeyDoc = Annotated[str | None, Security(APIKeyHeader(name="X-API-Key", auto_error=False))]
+
+
+def require(scope: str):
+    """A dependency that authenticates the request, checks `scope`, puts the
+    key's name on the record and counts the request against its rate limit."""
+
+    async def authorized(request: Request, _bearer: BearerDoc = None, _key: ApiKeyDoc = None) -> Principal:
+        record = await get_record()
+        keyring = request.app.state.keyring
+        principal = keyring.authenticate(presented_key(request.headers))
+        record.key_name = principal.name
+        keyring.authorize(principal, scope)
+        client = request.client.host if request.client else "unknown"
+        await request.app.state.limiter.hit(principal, client)
+        return principal
+
+    authorized.__name__ = f"require_{scope}"
+    return Depends(authorized)
 
 
 ServiceDep = Annotated[PredictionService, Depends(get_service)]

@@ -17,14 +17,14 @@ log = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(error_body(code, message, current_request_id()), status_code=status)
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, current_request_id()), status_code=status, headers=headers)
 
 
 async def router_error(request: Request, exc: RouterError) -> JSONResponse:
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message)
-    return _error(exc.status, exc.code, exc.message)
+    return _error(exc.status, exc.code, exc.message, exc.headers)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -32,7 +32,13 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method of every route on this path, not only the first route's
+        path = request.url.path
+        methods = {m for regex, route_methods in request.app.state.route_methods if regex.match(path)
+                   for m in route_methods}
+        headers["Allow"] = ", ".join(sorted(methods))
+    return _error(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail), headers)
 
 
 def register_error_handlers(app: FastAPI) -> None:

@@ -1,4 +1,5 @@
-"""The edge of every request: its id, the body limit, one log line, metrics."""
+"""The edge of every request: its id, the in-flight cap, the body limit,
+one log line, metrics."""
 
 from __future__ import annotations
 
@@ -16,15 +17,22 @@ log = logging.getLogger("router.access")
 
 class EdgeMiddleware:
     """Pure ASGI (no per-request task switch): makes the request's record
-    (accepting or making its id), refuses bodies over the limit with 413,
-    adds X-Request-ID to every response, and records the outcome (from the
-    record the routes filled) once the response is sent."""
+    (accepting or making its id), sheds load beyond `max_in_flight` requests
+    with 503 and Retry-After (probes exempt, so a busy router is not taken
+    for a dead one), refuses bodies over the limit with 413, adds
+    X-Request-ID to every response, and records the outcome (from the record
+    the routes filled) once the response is sent."""
 
-    def __init__(self, app, max_body_bytes: int, metrics: Metrics, request_logging: bool = True) -> None:
+    EXEMPT = frozenset({"/ping", "/health", "/ready"})
+
+    def __init__(self, app, max_body_bytes: int, metrics: Metrics, request_logging: bool = True,
+                 max_in_flight: int = 512) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.metrics = metrics
         self.request_logging = request_logging
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -41,7 +49,16 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
+        admitted = False
         try:
+            if scope["path"] not in self.EXEMPT:
+                if self.in_flight >= self.max_in_flight:
+                    self.metrics.rejected.labels("overloaded").inc()
+                    return await self._send_error(send_with_id, 503, "overloaded",
+                                                  f"the router is serving {self.max_in_flight} requests at once; "
+                                                  "retry shortly", rid, [(b"retry-after", b"1")])
+                self.in_flight += 1
+                admitted = True
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
                 return await self._reject(send_with_id, rid)
@@ -54,6 +71,8 @@ class EdgeMiddleware:
             await self._send_error(send_with_id, 500, "internal_error",
                                    "internal error; see the router log for this request id", rid)
         finally:
+            if admitted:
+                self.in_flight -= 1
             self._record(scope, record, status["code"], time.perf_counter() - record.started)
             context.end(token)
 
@@ -75,10 +94,12 @@ class EdgeMiddleware:
                                rid)
 
     @staticmethod
-    async def _send_error(send, status: int, code: str, message: str, rid: str) -> None:
+    async def _send_error(send, status: int, code: str, message: str, rid: str,
+                          extra: list[tuple[bytes, bytes]] | None = None) -> None:
         body = json.dumps(error_body(code, message, rid), separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *(extra or [])]})
         await send({"type": "http.response.body", "body": body})
 
     def _record(self, scope, record: RequestRecord, status: int, seconds: float) -> None:
@@ -91,4 +112,5 @@ class EdgeMiddleware:
                 "method": scope["method"], "path": scope["path"], "status": status,
                 "latency_ms": round(seconds * 1000, 3), "model": record.model or None,
                 "version": record.version, "routed_by": record.routed_by, "cache": record.cache,
+                "key": record.key_name,
             })

@@ -38,7 +38,9 @@ class BatchBody(BaseModel):
     top_k: StrictInt | None = Field(None, ge=1)
 
 
-class PredictResponse(BaseModel):
+class ItemResult(BaseModel):
+    """One prediction: the /predict body without its latency, as each item of a batch."""
+
     model_config = ConfigDict(protected_namespaces=())
 
     request_id: str
@@ -50,14 +52,17 @@ class PredictResponse(BaseModel):
     scores: dict[str, float]
     source: str = Field(..., description='"cache" or "model"')
     cached: bool
-    latency_ms: float
     routed_by: str = Field(..., description='"pinned", "default", "canary" or "fallback"')
     requested_version: int | None = Field(None, description="Set when the asked-for version was not honoured")
 
 
+class PredictResponse(ItemResult):
+    latency_ms: float
+
+
 class BatchResponse(BaseModel):
     request_id: str
-    results: list[PredictResponse]
+    results: list[ItemResult]
     latency_ms: float
 
 
@@ -69,6 +74,25 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class HealthView(BaseModel):
+    status: str
+    model_loaded: bool = Field(..., description="a version of DEFAULT_MODEL is ready")
+    triton: str = Field(..., description='"ready" or "unreachable"')
+    redis: str = Field(..., description='"ok", "down" or "disabled"')
+    auth: str = Field(..., description='"on" when API keys are configured, "off" when the router is open')
+
+
+class ReadyModel(BaseModel):
+    default_version: int | None
+    ready: bool
+
+
+class ReadyView(BaseModel):
+    ready: bool
+    triton: bool
+    models: dict[str, ReadyModel]
 
 
 class JobAccepted(BaseModel):
@@ -86,18 +110,18 @@ class JobStatus(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503, 504)}
-
-MULTIPART_PREDICT = {"schema": {"type": "object", "properties": {
-    "file": {"type": "string", "format": "binary"}, "text": {"type": "string"},
-    "model": {"type": "string"}, "model_version": {"type": "string"}, "top_k": {"type": "integer"}}}}
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 429, 502, 503, 504)}
+# The JSON bodies the routes read themselves: documented as components (see router/edge/openapi.py).
+BODY_MODELS = (PredictBody, BatchBody, BatchItem)
 
 
-def request_body(json_schema: dict, multipart: bool = True) -> dict:
-    """An `openapi_extra` declaring a required body (the routes read it themselves)."""
-    content: dict[str, Any] = {"application/json": {"schema": json_schema}}
+def request_body(*models: type[BaseModel], multipart: bool = True) -> dict:
+    """An `openapi_extra` declaring a required body of one of `models` (or a form upload)."""
+    refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]
+    # anyOf: a body that is both (it has `inputs` and `text`) is taken as a batch.
+    content: dict[str, Any] = {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}}
     if multipart:
-        content["multipart/form-data"] = MULTIPART_PREDICT
+        content["multipart/form-data"] = {"schema": {"$ref": "#/components/schemas/PredictForm"}}
     return {"requestBody": {"required": True, "content": content}}
 
 

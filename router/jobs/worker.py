@@ -3,9 +3,11 @@ cache and Triton path as /predict.
 
 Each worker reads new entries of the job stream with its consumer group,
 and now and then claims entries another worker left pending too long (a
-crash). It stores the result, then acknowledges. A job that fails is left
-pending to be retried; after JOB_MAX_ATTEMPTS (or at once, for an input
-the model can never take) it goes to the dead-letter stream as `failed`.
+crash); a stream or group that is gone (Redis lost its data) is created
+again. It stores the result, then acknowledges and deletes the entry. A
+job that fails is left pending to be retried; after JOB_MAX_ATTEMPTS (or
+at once, for an input the model can never take) it goes to the
+dead-letter stream as `failed`.
 On SIGTERM it stops reading, finishes what it holds within WORKER_DRAIN_S,
 and leaves the rest pending for another worker.
 """
@@ -49,6 +51,14 @@ class Worker:
 
     async def run(self) -> None:
         await self.store.ensure_group()
+        try:
+            trimmed = await self.store.trim_acknowledged()
+            if trimmed:
+                log.info("deleted %d acknowledged entries from the job stream", trimmed)
+        except Exception as exc:  # housekeeping only
+            log.warning("could not trim the job stream: %s", exc)
+        # A blocking read must return before the socket timeout.
+        block_ms = max(10, min(BLOCK_MS, int(self.settings.jobs_redis_timeout_s * 500)))
         log.info("worker %s reading jobs with %d tasks", self.consumer, self.concurrency)
         last_claim = 0.0
         backoff = 0.5
@@ -63,7 +73,7 @@ class Worker:
                     last_claim = time.monotonic()
                     entries = await self.store.claim_stale(self.consumer, free)
                 if not entries:
-                    entries = await self.store.read(self.consumer, free, BLOCK_MS)
+                    entries = await self.store.read(self.consumer, free, block_ms)
                 backoff = 0.5
             except Exception as exc:  # Redis unreachable: wait and try again
                 log.warning("job queue unreachable (%s); retrying in %.1fs", exc, backoff)

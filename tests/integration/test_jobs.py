@@ -86,6 +86,10 @@ def test_500_jobs_survive_a_killed_worker(api, triton, jobs_redis, db, tmp_path)
             time.sleep(0.2)
     assert statuses(db, ids) == ["done"] * 500, "jobs lost"
     assert db.xpending(STREAM, GROUP)["pending"] == 0
+    pipe = db.pipeline()
+    for job_id in ids:
+        pipe.hexists(job_key(job_id), "payload")
+    assert not any(pipe.execute()), "a done job keeps its payload"
 
     with httpx.Client(base_url=api.url, timeout=30) as client:
         for job_id, text in zip(ids, texts):

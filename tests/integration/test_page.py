@@ -4,7 +4,6 @@ served by a real router with a real worker, Redis and Triton."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -25,21 +24,27 @@ def stack(triton, redis_server, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(stack):
+def browser():
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")
     assert chromium, "chromium is not installed: run `make setup` as root"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1000, "height": 1100})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(stack.url + "/")
-        page.wait_for_selector("#models tbody tr")
-        yield page
+        yield browser
         browser.close()
-        assert errors == [], errors
+
+
+@pytest.fixture(scope="module")
+def page(stack, browser):
+    page = browser.new_page(viewport={"width": 1000, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(stack.url + "/")
+    page.wait_for_selector("#models tbody tr")
+    yield page
+    page.close()
+    assert errors == [], errors
 
 
 def test_models_and_routing_are_listed(page):
@@ -65,7 +70,7 @@ def test_typed_text_is_predicted(page):
 
 
 def test_uploaded_digit_is_predicted_as_a_job(page, tmp_path):
-    from tests.integration.test_router import digit_png
+    from tests.router.edge.bad_inputs import digit_png
 
     png, label = digit_png(3)
     image = tmp_path / "three.png"
@@ -93,3 +98,32 @@ def test_errors_are_shown(page):
     page.click("#predict")
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error").startswith("invalid_input: text must not be empty (request id ")
+
+
+def test_the_page_asks_for_a_key_once_per_tab(triton, browser, tmp_path_factory):
+    """A router with keys and nothing anonymous: the page asks on the first 401, then keeps the key."""
+    import json
+
+    from router import keys
+
+    key = keys.new_key()
+    env = {"API_KEYS": json.dumps([keys.entry("page-user", key, ["predict"], None)]), "TRITON_REFRESH_S": "0.5"}
+    with RouterProcess(tmp_path_factory.mktemp("page-keys"), triton, env) as router:
+        page = browser.new_context().new_page()
+        asked: list[str] = []
+
+        def answer(dialog):
+            asked.append(dialog.message)
+            dialog.accept(key)
+
+        page.on("dialog", answer)
+        page.goto(router.url + "/")
+        page.wait_for_selector("#models tbody tr")
+        for text in ("a fine day", "a fine evening"):
+            page.fill("#text", text)
+            page.click("#predict")
+            page.wait_for_selector("#result:not([hidden])")
+            assert page.inner_text("#prediction") in ("positive", "negative")
+        assert len(asked) == 1 and "API key" in asked[0]
+        assert page.evaluate("sessionStorage.getItem('router-api-key')") == key
+        page.close()

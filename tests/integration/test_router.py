@@ -10,7 +10,6 @@ import time
 import uuid
 
 import httpx
-import numpy as np
 import pytest
 
 from devstack.processes import RouterProcess
@@ -145,7 +144,7 @@ def test_huge_image_is_refused(http):
 
 def test_health_ready_models_stats(http):
     health = http.get("/health").json()
-    assert health == {"status": "ok", "model_loaded": True, "triton": "ready", "redis": "ok"}
+    assert health == {"status": "ok", "model_loaded": True, "triton": "ready", "redis": "ok", "auth": "off"}
     ready = http.get("/ready")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     models = http.get("/models").json()["models"]

@@ -74,7 +74,7 @@ class FakeTriton:
         assert input_name == self.configs[model]["input"][0]["name"]
         return [self.expected(model, version, row, top_k) for row in tensor]
 
-    async def server_ready(self) -> bool:
+    async def server_ready(self, timeout: float) -> bool:
         return self.up
 
     async def index(self) -> list[IndexEntry]:

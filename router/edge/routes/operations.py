@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from router.edge.deps import MetricsDep, ServiceDep
+from router.edge.deps import MetricsDep, ServiceDep, require
+from router.edge.schemas import ErrorResponse, HealthView, ReadyView
 
 router = APIRouter(tags=["operations"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
-@router.get("/health", summary="Liveness, with what the router can see")
-async def health(service: ServiceDep):
-    return await service.health()
+@router.get("/health", summary="Liveness, with what the router can see", response_model=HealthView)
+async def health(service: ServiceDep, request: Request):
+    return {**await service.health(), "auth": "on" if request.app.state.keyring.enabled else "off"}
 
 
 @router.get("/ping", summary="Does nothing: a liveness probe that touches no dependency")
@@ -23,7 +24,11 @@ async def ping():
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="503 unless Triton and every default version are ready")
+AUTH_RESPONSES: dict = {code: {"model": ErrorResponse} for code in (401, 403, 429)}
+
+
+@router.get("/ready", summary="503 unless Triton and every default version are ready", response_model=ReadyView,
+            responses={503: {"model": ReadyView, "description": "Triton, or a default version, is not ready"}})
 async def ready(service: ServiceDep):
     view = service.readiness()
     return JSONResponse(view, status_code=200 if view["ready"] else 503)
@@ -34,12 +39,14 @@ async def models(service: ServiceDep):
     return service.models_view()
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=[require("metrics")],
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **AUTH_RESPONSES})
 async def metrics(metrics: MetricsDep):
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/stats", summary="Request totals, cache hit rate and latency, as JSON")
+@router.get("/stats", summary="Request totals, cache hit rate and latency, as JSON",
+            dependencies=[require("metrics")], responses=AUTH_RESPONSES)
 async def stats(metrics: MetricsDep):
     return metrics.stats()
 

@@ -13,14 +13,14 @@ from router.dataplane.service import PredictionService
 from router.dataplane.types import Item, Prediction
 from router.dataplane.views import response_body
 from router.edge import bodies
-from router.edge.deps import RecordDep, ServiceDep, SettingsDep
+from router.edge.deps import RecordDep, ServiceDep, SettingsDep, require
 from router.edge.schemas import (ERROR_RESPONSES, BatchBody, BatchResponse, PredictBody, PredictResponse,
                                  request_body)
 from router.settings import Settings
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(tags=["predictions"], dependencies=[require("predict")])
 PREDICT_DOC = dict(response_model=PredictResponse, responses=ERROR_RESPONSES,
-                   openapi_extra=request_body(PredictBody.model_json_schema()))
+                   openapi_extra=request_body(PredictBody))
 
 
 def respond(record: RequestRecord, preds: list[Prediction], batch: bool = False) -> JSONResponse:
@@ -33,7 +33,7 @@ def respond(record: RequestRecord, preds: list[Prediction], batch: bool = False)
 
 async def _predict_one(request: Request, service: PredictionService, settings: Settings, record: RequestRecord,
                        path_model: str | None = None) -> JSONResponse:
-    fields, upload = await bodies.read_fields(request)
+    fields, upload = await bodies.read_fields(request, settings.max_json_depth)
     items, opts = bodies.single(request, settings, record.request_id, fields, upload, path_model)
     return respond(record, [await service.predict(items[0], opts, record.request_id)])
 
@@ -60,8 +60,8 @@ async def predict_model(model: str, request: Request, service: ServiceDep, setti
 
 
 @router.post("/predict/batch", summary="Several inputs in one call", response_model=BatchResponse,
-             responses=ERROR_RESPONSES, openapi_extra=request_body(BatchBody.model_json_schema(), multipart=False))
+             responses=ERROR_RESPONSES, openapi_extra=request_body(BatchBody, multipart=False))
 async def predict_batch(request: Request, service: ServiceDep, settings: SettingsDep, record: RecordDep):
-    fields = await bodies.read_json_object(request)
+    fields = await bodies.read_json_object(request, settings.max_json_depth)
     items, opts = bodies.batch(request, settings, record.request_id, fields)
     return respond(record, await service.predict_many(items, opts, record.request_id), batch=True)

@@ -4,8 +4,29 @@
 const $ = (id) => document.getElementById(id);
 let models = {};
 
+// When the router needs an API key (401), ask for one once and keep it for
+// this tab only (sessionStorage): it is sent as X-API-Key from then on.
+const KEY_ITEM = "router-api-key";
+
+async function api(url, init = {}) {
+  const send = () => {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    const headers = { ...(init.headers || {}), ...(key ? { "X-API-Key": key } : {}) };
+    return fetch(url, { ...init, headers });
+  };
+  let resp = await send();
+  if (resp.status === 401) {
+    const key = window.prompt("This router needs an API key for this request. API key:");
+    if (key) {
+      sessionStorage.setItem(KEY_ITEM, key.trim());
+      resp = await send();
+    }
+  }
+  return resp;
+}
+
 async function loadModels() {
-  const resp = await fetch("/models");
+  const resp = await api("/models");
   const body = await resp.json();
   models = body.models || {};
   const select = $("model");
@@ -83,7 +104,7 @@ function buildRequest() {
 async function pollJob(url) {
   const deadline = Date.now() + 60000;
   while (Date.now() < deadline) {
-    const job = await (await fetch(url)).json();
+    const job = await (await api(url)).json();
     $("job-status").textContent = `job ${job.job_id}: ${job.status}` + (job.attempts > 1 ? ` (attempt ${job.attempts})` : "");
     if (job.status === "done") return job.result;
     if (job.status === "failed") throw job.error;
@@ -101,7 +122,7 @@ async function submit(event) {
   $("job-status").hidden = !asJob;
   try {
     const request = buildRequest();
-    const resp = await fetch(asJob ? "/jobs" : "/predict", { method: "POST", ...request });
+    const resp = await api(asJob ? "/jobs" : "/predict", { method: "POST", ...request });
     const body = await resp.json();
     if (!resp.ok) throw body.error;
     if (asJob) {

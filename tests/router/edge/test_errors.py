@@ -42,7 +42,7 @@ def test_triton_down_is_503_and_not_ready(app_client, fake):
         ready = client.get("/ready")
         assert ready.status_code == 503 and ready.json()["triton"] is False
         assert client.get("/health").json() == {"status": "ok", "model_loaded": False, "triton": "unreachable",
-                                                "redis": "disabled"}
+                                                "redis": "disabled", "auth": "off"}
         fake.up = True
         client.portal.call(client.app.state.service.catalog.refresh)
         assert client.get("/ready").status_code == 200

@@ -24,7 +24,7 @@ def test_ready_and_models_views(app_client, fake):
 
 def test_health_ping_and_page(client):
     assert client.get("/health").json() == {"status": "ok", "model_loaded": True, "triton": "ready",
-                                            "redis": "disabled"}
+                                            "redis": "disabled", "auth": "off"}
     assert client.get("/ping").json() == {"status": "ok"}
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -147,3 +147,18 @@ def test_a_failed_flight_is_not_remembered(client, fake):
     del fake.failures[("sentiment", 2)]
     retry = client.get("/predict", params={"text": "flaky"})
     assert retry.status_code == 200 and retry.headers["x-cache"] == "MISS"
+
+
+def test_a_foreign_or_broken_cache_entry_is_a_miss(client, fake):
+    """Whatever else wrote into the cache, the router serves only a well-formed entry."""
+    from router.dataplane.cache import cache_key
+
+    cache = client.app.state.service.cache
+    for n, junk in enumerate((b"[]", b"{}", b'[["x"]]', b"not json", b'"text"', b"[[1, 2, 3]]")):
+        text = f"poisoned {n}"
+        tensor = text_tensor(text, SENTIMENT, 5000)
+        key = cache_key("pred", "sentiment", 2, tensor.tobytes(), tensor.shape[1:], str(tensor.dtype), "top_k=1")
+        client.portal.call(cache.set, key, junk, 60)
+        response = client.get("/predict", params={"text": text})
+        assert response.status_code == 200 and response.headers["x-cache"] == "MISS", junk
+        assert response.json()["prediction"] == expect(fake, text, 2)[0][0]

@@ -1,0 +1,104 @@
+"""The HTTP server's own limits, where uvicorn has no setting for them: a cap
+on the size of the request line and headers (431) and timeouts for reading
+the headers and the body (408). A subclass of uvicorn's httptools protocol,
+so everything else is uvicorn's own; each refusal is the one error body with
+a fresh request id, and the connection is closed after it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from router.context import new_request_id
+from router.errors import error_body
+from router.settings import Settings
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits `configure` sets (each
+    worker process calls it from its app factory before serving)."""
+
+    max_header_bytes = 16_384
+    header_timeout_s = 10.0
+    body_timeout_s = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_bytes = 0
+        self._reading_headers = True
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm(self.header_timeout_s, "the request headers were not received in time")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._reading_headers and self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._refuse(431, "headers_too_large",
+                         f"the request line and headers are larger than {self.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._reading_headers:  # the next request on a kept-alive connection
+            self._reading_headers, self._header_bytes = True, 0
+            self._arm(self.header_timeout_s, "the request headers were not received in time")
+
+    def on_headers_complete(self) -> None:
+        self._reading_headers = False
+        self._disarm()
+        super().on_headers_complete()
+        if self.cycle is not None and self.cycle.more_body and self._expects_body():
+            self._arm(self.body_timeout_s, "the request body was not received in time")
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _expects_body(self) -> bool:
+        headers = dict(self.headers)
+        length = headers.get(b"content-length")
+        return b"transfer-encoding" in headers or (length is not None and length.strip() not in (b"", b"0"))
+
+    def _arm(self, seconds: float, message: str) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._refuse, 408, "request_timeout", message)
+
+    def _disarm(self) -> None:
+        if getattr(self, "_timer", None) is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer `status` unless a response has begun, then close the connection."""
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        started = cycle is not None and cycle.response_started
+        if cycle is not None:  # the app, if it runs, sees a disconnect and writes nothing more
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if not started:
+            rid = new_request_id()
+            body = json.dumps(error_body(code, message, rid), separators=(",", ":")).encode()
+            self.transport.write(b"".join([
+                STATUS_LINE[status], b"content-type: application/json\r\n",
+                b"content-length: ", str(len(body)).encode(), b"\r\n",
+                b"x-request-id: ", rid.encode(), b"\r\nconnection: close\r\n\r\n", body]))
+        self.transport.close()
+
+
+PROTOCOL = f"{__name__}:GuardedHttpToolsProtocol"  # for uvicorn's `http=` with several workers
+
+
+def configure(settings: Settings) -> type[GuardedHttpToolsProtocol]:
+    cls = GuardedHttpToolsProtocol
+    cls.max_header_bytes, cls.header_timeout_s = settings.max_header_bytes, settings.header_timeout_s
+    cls.body_timeout_s = settings.body_timeout_s
+    return cls
