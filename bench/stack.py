@@ -102,7 +102,9 @@ class BenchStack:
                 repo, Ports(free_port(), free_port(), free_port()), log_path=self.workdir / "triton.log"))
             self.redis = RedisServer(self.workdir / "redis").start()
             self._stack.callback(self.redis.stop)
-            common = {"REDIS_URL": self.redis.url, "DEFAULT_MODEL_VERSION": "2", "LOG_LEVEL": "INFO"}
+            # The load generator is one client: without this its own rate limit would be measured.
+            common = {"REDIS_URL": self.redis.url, "DEFAULT_MODEL_VERSION": "2", "LOG_LEVEL": "INFO",
+                      "RATE_LIMIT": "none"}
             for name in self.router_names:
                 proc = RouterProcess(self.workdir / "routers", self.triton, {**common, **ROUTERS[name]})
                 self.routers[name] = proc.start()
