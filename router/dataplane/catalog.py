@@ -21,25 +21,53 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class TensorSpec:
     name: str
-    input_name: str
-    input_kind: str  # text_utf8 | image_gray
-    dims: tuple[int, ...]  # without the batch axis
-    output_name: str
+    datatype: str  # the protocol's names: FP32, INT64, UINT8, BYTES, ...
+    dims: tuple[int, ...]  # without the batch axis; -1 where dynamic
+
+    @classmethod
+    def from_config(cls, entry: dict) -> "TensorSpec":
+        return cls(entry["name"], str(entry.get("data_type", "TYPE_INVALID")).removeprefix("TYPE_").replace(
+            "STRING", "BYTES"), tuple(int(d) for d in entry.get("dims", ())))
+
+    def view(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.dims)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model's config says: every input and output, and, for the models
+    /predict serves (one UINT8 input), their kind and class labels."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    input_kind: str | None  # text_utf8 | image_gray; None: raw tensors, served over /v2 only
     labels: tuple[str, ...]
     max_batch_size: int
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return self.inputs[0].dims
+
+    @property
+    def output_name(self) -> str:
+        return self.outputs[0].name
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelInfo":
         params = {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
                   for k, v in (config.get("parameters") or {}).items()}
-        inp, out = config["input"][0], config["output"][0]
         labels = tuple(x for x in params.get("labels", "").split(",") if x)
         return cls(
-            name=config["name"], input_name=inp["name"],
-            input_kind=params.get("input_kind", "text_utf8" if len(inp["dims"]) == 1 else "image_gray"),
-            dims=tuple(int(d) for d in inp["dims"]), output_name=out["name"], labels=labels,
+            name=config["name"], inputs=tuple(TensorSpec.from_config(i) for i in config["input"]),
+            outputs=tuple(TensorSpec.from_config(o) for o in config["output"]),
+            input_kind=params.get("input_kind") or None, labels=labels,
             max_batch_size=int(config.get("max_batch_size", 0)),
         )
 

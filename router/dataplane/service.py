@@ -127,7 +127,11 @@ class PredictionService:
     async def _model_for(self, opts: Options) -> ModelInfo:
         if opts.top_k < 1 or opts.top_k > self.settings.max_top_k:
             raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}")
-        return await self.model_info(opts.model)
+        info = await self.model_info(opts.model)
+        if info.input_kind is None:
+            raise InvalidInput(f"model {info.name!r} takes raw tensors, not text or an image: "
+                               f"use POST /v2/models/{info.name}/infer (the Open Inference Protocol)")
+        return info
 
     async def predict_many(self, items: list[Item], opts: Options, request_id: str | None) -> list[Prediction]:
         info, tensors, top_k = await self.prepare(items, opts)

@@ -60,5 +60,7 @@ def models_view(snap: Snapshot, route_of: RouteOf, default_model: str) -> dict:
             "canary_version": route.canary_version, "canary_percent": route.canary_percent,
             "labels": list(info.labels) if info else [], "input_kind": info.input_kind if info else None,
             "input_shape": list(info.dims) if info else None,
+            "inputs": [t.view() for t in info.inputs] if info else [],
+            "outputs": [t.view() for t in info.outputs] if info else [],
         }
     return {"default_model": default_model, "triton": snap.triton_ready, "models": out}

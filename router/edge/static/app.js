@@ -32,7 +32,8 @@ async function loadModels() {
   const select = $("model");
   const previous = select.value || body.default_model;
   select.innerHTML = "";
-  for (const name of Object.keys(models)) {
+  // Models that take raw tensors (no input_kind) are served over /v2 only: not offered here.
+  for (const name of Object.keys(models).filter((m) => models[m].input_kind)) {
     select.add(new Option(name, name, false, name === previous));
   }
   renderModels(body.default_model);

@@ -16,10 +16,11 @@ from PIL import Image, ImageFile
 
 from router.dataplane import preprocess
 from router.dataplane.catalog import ModelInfo
+from tests.router.fakes import triton_config
 from router.errors import InvalidInput, PayloadTooLarge
 
-DIGITS = ModelInfo("digits", "image", "image_gray", (8, 8), "probabilities", tuple("0123456789"), 64)
-SENTIMENT = ModelInfo("sentiment", "text", "text_utf8", (256,), "probabilities", ("negative", "positive"), 64)
+DIGITS = ModelInfo.from_config(triton_config("digits"))
+SENTIMENT = ModelInfo.from_config(triton_config("sentiment"))
 MAX_PIXELS = 4096 * 4096
 UNDECODABLE = "the file is not an image that can be decoded"
 

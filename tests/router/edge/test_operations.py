@@ -18,7 +18,8 @@ def test_ready_and_models_views(app_client, fake):
         assert models["models"]["digits"] == {
             "versions": {"1": "READY", "2": "READY"}, "default_version": 1, "canary_version": 2,
             "canary_percent": 10.0, "labels": [str(d) for d in range(10)], "input_kind": "image_gray",
-            "input_shape": [8, 8]}
+            "input_shape": [8, 8], "inputs": [{"name": "image", "datatype": "UINT8", "shape": [8, 8]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [10]}]}
         assert models["models"]["sentiment"]["input_shape"] == [256]
 
 

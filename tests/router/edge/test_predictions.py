@@ -162,3 +162,22 @@ def test_a_foreign_or_broken_cache_entry_is_a_miss(client, fake):
         response = client.get("/predict", params={"text": text})
         assert response.status_code == 200 and response.headers["x-cache"] == "MISS", junk
         assert response.json()["prediction"] == expect(fake, text, 2)[0][0]
+
+
+def test_a_raw_tensor_model_is_pointed_to_its_v2_route(app_client, fake):
+    """A model whose config declares no input_kind (several inputs, any dtypes) is not for /predict."""
+    config = {"name": "embedder", "max_batch_size": 64, "parameters": {},
+              "input": [{"name": "input_ids", "data_type": "TYPE_INT64", "dims": ["-1"]},
+                        {"name": "attention_mask", "data_type": "TYPE_INT64", "dims": ["-1"]}],
+              "output": [{"name": "embedding", "data_type": "TYPE_FP32", "dims": ["384"]}]}
+    fake.configs["embedder"], fake.states["embedder"] = config, {1: "READY"}
+    with app_client() as client:
+        response = client.post("/predict", json={"model": "embedder", "text": "hello"})
+        assert response.status_code == 422
+        assert response.json()["error"]["message"] == ("model 'embedder' takes raw tensors, not text or an image: "
+                                                       "use POST /v2/models/embedder/infer (the Open Inference Protocol)")
+        view = client.get("/models").json()["models"]["embedder"]
+        assert view["input_kind"] is None and view["labels"] == []
+        assert view["inputs"] == [{"name": "input_ids", "datatype": "INT64", "shape": [-1]},
+                                  {"name": "attention_mask", "datatype": "INT64", "shape": [-1]}]
+        assert view["outputs"] == [{"name": "embedding", "datatype": "FP32", "shape": [384]}]
