@@ -7,8 +7,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 REPO   := model_repository
 
-# model:version:architecture - the versions a fresh clone serves
-MODELS := sentiment:1:bag sentiment:2:cnn digits:1:linear digits:2:cnn
+# model:version:architecture - the versions a fresh clone serves; model:version:SOURCE
+# (file.py:factory or .pt2) is built with `--from SOURCE` when missing and never committed
+MODELS := sentiment:1:bag sentiment:2:cnn digits:1:linear digits:2:cnn \
+          embedder:1:examples/embedder.py:servable
 
 .PHONY: help setup system-deps models validate triton run stack test bench clean
 
@@ -35,7 +37,10 @@ models: setup
 	@for spec in $(MODELS); do \
 	  IFS=: read -r model version arch <<< "$$spec"; \
 	  if [ ! -d "$(REPO)/$$model/$$version" ]; then \
-	    $(PY) -m export build "$$model" --version "$$version" --arch "$$arch" || exit 1; \
+	    case "$$arch" in \
+	      *:*|*.pt2) $(PY) -m export build "$$model" --version "$$version" --from "$$arch" || exit 1 ;; \
+	      *) $(PY) -m export build "$$model" --version "$$version" --arch "$$arch" || exit 1 ;; \
+	    esac; \
 	  fi; \
 	done
 

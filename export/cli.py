@@ -41,11 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     # Options left out are left out of the namespace, so BuildRequest's defaults apply.
     build = sub.add_parser("build", help="train, export and write a new numeric version",
                            argument_default=argparse.SUPPRESS)
-    build.add_argument("model", help="model name (sentiment, digits)")
+    build.add_argument("model", help="model name: a built-in example (sentiment, digits), or any name with --from")
+    build.add_argument("--from", dest="source", metavar="SOURCE",
+                       help="export your own model: path/to/file.py:factory or package.module:factory "
+                            "(a callable returning export.Servable), or a torch.export program path/to/model.pt2")
+    build.add_argument("--atol", type=float,
+                       help="parity tolerance for every output (default: 1e-4 for FP32, 1e-2 for FP16, exact otherwise)")
     build.add_argument("--version", type=int, help="version number (default: the next free one)")
-    build.add_argument("--arch", help="architecture (default: the model's best)")
-    build.add_argument("--seed", type=int, help="random seed for data split and training")
-    build.add_argument("--epochs", type=int, help="override the number of training epochs")
+    build.add_argument("--arch", help="built-in examples: architecture (default: the model's best)")
+    build.add_argument("--seed", type=int, help="random seed for data split and training, and for the random parity inputs")
+    build.add_argument("--epochs", type=int, help="built-in examples: override the number of training epochs")
     build.add_argument("--version-policy", dest="policy",
                        help="Triton version policy: all | latest:N | specific:1,2 (default: keep, else all)")
     build.add_argument("--instance-kind", choices=INSTANCE_KINDS,
@@ -83,9 +88,10 @@ def cmd_build(req: BuildRequest, quiet: bool = False) -> int:
 
     logging.getLogger("torch").setLevel(logging.ERROR)
     result = build(req, _progress(quiet))
+    accuracy = f"accuracy {result.accuracy:.4f}, " if result.accuracy is not None else ""
+    took = "trained" if result.trained else "exported"
     print(f"wrote {result.model} v{result.version} ({result.arch}) -> {result.path}: "
-          f"accuracy {result.accuracy:.4f}, parity error {result.parity_error:.2e}, "
-          f"trained in {result.seconds:.1f}s")
+          f"{accuracy}parity error {result.parity_error:.2e}, {took} in {result.seconds:.1f}s")
     return 0
 
 
@@ -132,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_build(request, quiet)
         return {"list": cmd_list, "validate": cmd_validate}[command](request)
     except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)

@@ -81,10 +81,13 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_version(model_dir: Path, version: int, model_bytes: bytes, metadata: dict,
-                  config, labels: tuple[str, ...]) -> Path:
+                  config, labels: tuple[str, ...] | dict[str, tuple[str, ...]]) -> Path:
     """Stage `<version>/` next to the others, then rename it into place and
-    refresh the model's config and labels. Returns the version folder."""
+    refresh the model's config and label files. `labels` is the class names
+    of `labels.txt`, or label file name -> class names. Returns the version folder."""
     from export.config import render
+
+    files = dict(labels) if isinstance(labels, dict) else {LABELS_NAME: tuple(labels)}
 
     target = model_dir / str(version)
     if target.exists():
@@ -99,8 +102,9 @@ def write_version(model_dir: Path, version: int, model_bytes: bytes, metadata: d
         metadata = {**metadata, "sha256": sha256_file(staging / MODEL_FILE)}
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         staging.chmod(0o755)
-        with _restored_on_failure(model_dir / LABELS_NAME, model_dir / CONFIG_NAME):
-            _write_text_atomic(model_dir / LABELS_NAME, "\n".join(labels) + "\n")
+        with _restored_on_failure(*(model_dir / f for f in files), model_dir / CONFIG_NAME):
+            for filename, names in files.items():
+                _write_text_atomic(model_dir / filename, "\n".join(names) + "\n")
             _write_text_atomic(model_dir / CONFIG_NAME, HEADER + render(config))
             os.rename(staging, target)  # fails rather than replaces if target appeared meanwhile
     except OSError as exc:
@@ -143,11 +147,11 @@ def read_labels(path: Path) -> tuple[str, ...]:
 def copy_version(source_dir: Path, version: int, target_dir: Path, config, target_version: int = 1) -> Path:
     """Write version `version` of the model in `source_dir` as version
     `target_version` of the model in `target_dir`, served under `config`,
-    with the source's labels and metadata. Returns the new version folder."""
+    with the source's label files (those `config` names) and metadata. Returns the new version folder."""
     source = source_dir / str(version)
     metadata = {**read_metadata(source), "model": target_dir.name, "version": target_version}
-    return write_version(target_dir, target_version, (source / MODEL_FILE).read_bytes(), metadata, config,
-                         read_labels(source_dir / LABELS_NAME))
+    labels = {o.label_filename: read_labels(source_dir / o.label_filename) for o in config.output if o.label_filename}
+    return write_version(target_dir, target_version, (source / MODEL_FILE).read_bytes(), metadata, config, labels)
 
 
 def list_versions(repo: Path, model: str | None = None) -> list[VersionInfo]:

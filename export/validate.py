@@ -10,10 +10,8 @@ from export.config import read_config
 from export.constants import CONFIG_NAME, IR_VERSION, MAX_OPSET, METADATA_FILE, MODEL_FILE, PLATFORM
 from export.errors import ExportError
 from export.repository import read_labels, read_metadata, sha256_file
+from export.signature import ONNX_TO_TRITON as _ONNX_TO_TRITON
 
-# ONNX tensor element types -> Triton data types (only those used here need exist)
-_ONNX_TO_TRITON = {1: mc.TYPE_FP32, 2: mc.TYPE_UINT8, 3: mc.TYPE_INT8, 6: mc.TYPE_INT32,
-                   7: mc.TYPE_INT64, 9: mc.TYPE_BOOL, 10: mc.TYPE_FP16, 11: mc.TYPE_FP64}
 
 
 def _dims(value_info) -> list[int]:
