@@ -16,7 +16,7 @@ def main() -> int:
     from router.edge import server
 
     options = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
-                   timeout_graceful_shutdown=10, server_header=False)
+                   timeout_graceful_shutdown=10, server_header=False, ws="none")
     if settings.workers > 1:  # each process builds its own app (and configures the protocol) in app_from_env
         uvicorn.run("router.edge.app:app_from_env", factory=True, workers=settings.workers, http=server.PROTOCOL,
                     **options)

@@ -89,6 +89,16 @@ def error_body(code: str, message: str, request_id: str | None) -> dict:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
 
 
+def is_protocol_path(path: str) -> bool:
+    """The Open Inference Protocol's routes, whose errors take its own shape."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def protocol_error(message: str) -> dict:
+    """The Open Inference Protocol's error body (Triton's, which tritonclient reads)."""
+    return {"error": message}
+
+
 class JobsOutcomeUnknown(RouterError):
     """The submit may have reached the job queue, which did not answer: the
     job may exist. A retry with the same Idempotency-Key finds it."""

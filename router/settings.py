@@ -19,11 +19,11 @@ def parse_version(value: int | str | None) -> int | None:
     else:
         text = str(value).strip()
         text = text[1:] if text[:1] in ("v", "V") else text
-        if not text.isdigit():
-            raise ValueError(f"model version must look like 2 or v2, got {value!r}")
+        if not (text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 18):
+            raise ValueError(f"model version must look like 2 or v2, got {str(value)[:40]!r}")
         number = int(text)
-    if number < 1:
-        raise ValueError(f"model version must be a positive integer, got {value!r}")
+    if not 1 <= number < 10**18:
+        raise ValueError(f"model version must be a positive integer under 10**18, got {str(value)[:40]!r}")
     return number
 
 
@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     preprocess_workers: int = Field(default=2, ge=1, le=64, description="threads that decode images off the event loop")
     max_batch_items: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)
+    # The Open Inference Protocol's /v2 routes: beyond these, 400 before Triton is asked.
+    v2_max_inputs: int = Field(default=16, ge=1, description="inputs, and requested outputs, of one /v2 request")
+    v2_max_elements: int = Field(default=1 << 20, ge=1, description="elements of one /v2 input tensor")
 
     # The edge. Header and body read timeouts and the header size limit are
     # enforced by the HTTP server (router/edge/server.py); the in-flight cap

@@ -35,4 +35,17 @@ class Gateway(Protocol):
 
     async def load(self, model: str) -> None: ...
 
+    async def infer_tensors(self, model: str, version: int, inputs: list[tuple[str, str, np.ndarray]],
+                            outputs: list[tuple[str, int]], request_id: str | None) -> dict[str, np.ndarray]:
+        """Inputs as (name, datatype, array), outputs as (name, classification count; 0: none),
+        none for every output; the outputs by name in Triton's order. Raises RouterError subclasses."""
+
+    async def model_metadata(self, model: str, version: int | None) -> dict:
+        """Triton's model metadata, as its HTTP API gives it."""
+
+    async def model_config(self, model: str, version: int | None) -> dict:
+        """Triton's model config, as its HTTP API gives it (every field, 64-bit integers as numbers)."""
+
+    async def model_ready(self, model: str, version: int | None) -> bool: ...
+
     async def close(self) -> None: ...

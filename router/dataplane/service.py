@@ -60,7 +60,9 @@ class PredictionService:
         snap = self.catalog.snapshot
         if time.monotonic() - snap.taken_at > 2 * s.triton_refresh_s + s.triton_ready_timeout_s:
             snap = replace(snap, triton_ready=False)
-        return views.readiness(snap, self.route, s.default_model, s.model_routes)
+        # Models loaded on first use count once loaded; with LOAD_ALL_MODELS, every model does.
+        loaded = set(snap.states) if s.load_all_models else {m for m in snap.states if snap.ready(m)}
+        return views.readiness(snap, self.route, loaded | {s.default_model} | set(s.model_routes))
 
     def models_view(self) -> dict:
         return views.models_view(self.catalog.snapshot, self.route, self.settings.default_model)
@@ -80,7 +82,7 @@ class PredictionService:
             if not snap.triton_ready:
                 raise TritonUnavailable("Triton is unreachable")
         if not snap.knows(model):
-            raise NotFound(f"unknown model {model!r}; available: {', '.join(sorted(snap.states)) or 'none'}")
+            raise NotFound(f"unknown model {model[:100]!r}; available: {', '.join(sorted(snap.states)) or 'none'}")
         if model not in snap.infos or not snap.ready(model):
             if self.settings.load_all_models:
                 raise ModelUnavailable(f"no version of {model!r} is ready")

@@ -53,6 +53,39 @@ def parse_classes(raw: np.ndarray) -> list[Scores]:
     return rows
 
 
+def _ints64(descriptor, value: dict) -> dict:
+    """64-bit integers as numbers, as Triton's HTTP API writes them (protobuf's JSON writes strings)."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    wide = (F.CPPTYPE_INT64, F.CPPTYPE_UINT64)
+    for name, item in value.items():
+        field = descriptor.fields_by_name.get(name)
+        if field is None:
+            continue
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            inner = message.fields_by_name["value"]
+            if inner.message_type is not None:
+                for entry in item.values():
+                    _ints64(inner.message_type, entry)
+            elif inner.cpp_type in wide:
+                value[name] = {k: int(v) for k, v in item.items()}
+        elif message is not None:
+            for entry in item if isinstance(item, list) else [item]:
+                _ints64(message, entry)
+        elif field.cpp_type in wide:
+            value[name] = [int(v) for v in item] if isinstance(item, list) else int(item)
+    return value
+
+
+def http_json(message) -> dict:
+    """A gRPC response message as Triton's HTTP API gives the same thing: every field, numbers as numbers."""
+    from google.protobuf import json_format
+
+    return _ints64(message.DESCRIPTOR, json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True))
+
+
 class TritonGateway:
     def __init__(self, protocol: str, url: str, timeout: float, admin_headers: dict[str, str] | None = None) -> None:
         """`admin_headers` go with the repository-API calls (index, load) that a Triton
@@ -108,6 +141,37 @@ class TritonGateway:
             model, [inp], model_version=str(version), outputs=[out], request_id=request_id or "", **kwargs),
             deadline_set=grpc)
         return parse_classes(result.as_numpy(output_name))
+
+    async def infer_tensors(self, model: str, version: int, inputs: list[tuple[str, str, np.ndarray]],
+                            outputs: list[tuple[str, int]], request_id: str | None) -> dict[str, np.ndarray]:
+        mod = self._module
+        grpc = self.protocol == "grpc"
+        tensors = []
+        for name, datatype, array in inputs:
+            tensor = mod.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        wanted = [mod.InferRequestedOutput(name, class_count=count) for name, count in outputs] or None
+        kwargs = {"client_timeout": self.timeout} if grpc else {}
+        result = await self._call(self._client.infer(
+            model, tensors, model_version=str(version), outputs=wanted, request_id=request_id or "", **kwargs),
+            deadline_set=grpc)
+        response = result.get_response()
+        names = [o.name for o in response.outputs] if grpc else [o["name"] for o in response.get("outputs", [])]
+        return {name: result.as_numpy(name) for name in names}
+
+    async def model_metadata(self, model: str, version: int | None) -> dict:
+        if self.protocol == "grpc":
+            return http_json(await self._call(self._client.get_model_metadata(model, str(version or ""))))
+        return await self._call(self._client.get_model_metadata(model, str(version or "")))
+
+    async def model_config(self, model: str, version: int | None) -> dict:
+        if self.protocol == "grpc":
+            return http_json((await self._call(self._client.get_model_config(model, str(version or "")))).config)
+        return await self._call(self._client.get_model_config(model, str(version or "")))
+
+    async def model_ready(self, model: str, version: int | None) -> bool:
+        return bool(await self._call(self._client.is_model_ready(model, str(version or ""))))
 
     async def server_ready(self, timeout: float) -> bool:
         try:

@@ -37,10 +37,10 @@ def response_body(preds: Sequence[Prediction], request_id: str, batch: bool, lat
 RouteOf = Callable[[str], ModelRoute]
 
 
-def readiness(snap: Snapshot, route_of: RouteOf, default_model: str, routed_models) -> dict:
-    """Ready when Triton is and every routed model's default version is."""
+def readiness(snap: Snapshot, route_of: RouteOf, required) -> dict:
+    """Ready when Triton is and every required model's default version is."""
     models = {}
-    for name in sorted(set(snap.states) | {default_model} | set(routed_models)):
+    for name in sorted(required):
         ready = snap.ready(name)
         default = default_version(route_of(name), ready)
         models[name] = {"default_version": default, "ready": default is not None and default in ready}

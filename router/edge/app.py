@@ -16,7 +16,7 @@ from router.edge.auth import KeyRing
 from router.edge.handlers import register_error_handlers
 from router.edge.middleware import EdgeMiddleware
 from router.edge.ratelimit import RateLimiter
-from router.edge.routes import jobs, operations, predictions
+from router.edge.routes import jobs, operations, predictions, v2
 from router.jobs.store import open_jobs
 from router.metrics import Metrics
 from router.settings import Settings
@@ -60,9 +60,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.metrics = Metrics(enabled=settings.metrics_enabled)
     register_error_handlers(app)
     openapi.install(app, settings)
-    for surface in (predictions, jobs, operations):
+    for surface in (predictions, jobs, operations, v2):
         app.include_router(surface.router)
-    app.state.route_methods = [(route.path_regex, route.methods) for surface in (predictions, jobs, operations)
+    app.state.route_methods = [(route.path_regex, route.methods) for surface in (predictions, jobs, operations, v2)
                                for route in surface.router.routes]
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics,

@@ -7,9 +7,11 @@ import json
 import logging
 import time
 
+from starlette.requests import ClientDisconnect
+
 from router import context
 from router.context import REQUEST_ID_HEADER, RequestRecord, accept_request_id
-from router.errors import PayloadTooLarge, error_body
+from router.errors import Overloaded, PayloadTooLarge, error_body, is_protocol_path, protocol_error
 from router.metrics import Metrics
 
 log = logging.getLogger("router.access")
@@ -23,7 +25,7 @@ class EdgeMiddleware:
     X-Request-ID to every response, and records the outcome (from the record
     the routes filled) once the response is sent."""
 
-    EXEMPT = frozenset({"/ping", "/health", "/ready"})
+    EXEMPT = frozenset({"/ping", "/health", "/ready", "/v2/health/live", "/v2/health/ready"})
 
     def __init__(self, app, max_body_bytes: int, metrics: Metrics, request_logging: bool = True,
                  max_in_flight: int = 512) -> None:
@@ -42,6 +44,7 @@ class EdgeMiddleware:
         record, token = context.begin(rid)
         status: dict = {"code": 500}
         rid_header = (b"x-request-id", rid.encode())
+        protocol = is_protocol_path(scope["path"])  # errors in the Open Inference Protocol's shape
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
@@ -49,54 +52,74 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
-        admitted = False
+        # A request counts against the in-flight cap once its body has arrived (at once
+        # when it has none): a client sending a body slowly holds a connection, not a slot.
+        admitted = {"yes": False}
+
+        def admit() -> None:
+            if self.in_flight >= self.max_in_flight:
+                self.metrics.rejected.labels("overloaded").inc()
+                raise Overloaded(f"the router is serving {self.max_in_flight} requests at once; retry shortly",
+                                 {"Retry-After": "1"})
+            self.in_flight += 1
+            admitted["yes"] = True
+
         try:
-            if scope["path"] not in self.EXEMPT:
-                if self.in_flight >= self.max_in_flight:
-                    self.metrics.rejected.labels("overloaded").inc()
-                    return await self._send_error(send_with_id, 503, "overloaded",
-                                                  f"the router is serving {self.max_in_flight} requests at once; "
-                                                  "retry shortly", rid, [(b"retry-after", b"1")])
-                self.in_flight += 1
-                admitted = True
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                return await self._reject(send_with_id, rid)
-            await self.app(scope, self._limited(receive), send_with_id)
+                return await self._reject(send_with_id, rid, protocol)
+            counted = scope["path"] not in self.EXEMPT
+            if counted and length in (None, b"0") and b"transfer-encoding" not in headers:
+                try:
+                    admit()
+                except Overloaded as exc:
+                    return await self._send_error(send_with_id, 503, exc.code, exc.message, rid,
+                                                  [(b"retry-after", b"1")], protocol)
+            pending = admit if counted and not admitted["yes"] else None
+            await self.app(scope, self._limited(receive, pending), send_with_id)
+        except ClientDisconnect:  # the client went away (or its body timed out: the server answered 408)
+            status["code"] = 499
         except Exception:  # a bug, not a domain error: answer 500 with the id, log the details
             log.exception("unhandled error")
             if status.get("started"):
                 raise
             status["code"] = 500
             await self._send_error(send_with_id, 500, "internal_error",
-                                   "internal error; see the router log for this request id", rid)
+                                   "internal error; see the router log for this request id", rid,
+                                   protocol=protocol)
         finally:
-            if admitted:
+            if admitted["yes"]:
                 self.in_flight -= 1
             self._record(scope, record, status["code"], time.perf_counter() - record.started)
             context.end(token)
 
-    def _limited(self, receive):
+    def _limited(self, receive, on_complete=None):
+        """`receive` that refuses a body over the limit, and calls `on_complete`
+        once the whole body has arrived."""
         seen = 0
 
         async def wrapped():
-            nonlocal seen
+            nonlocal seen, on_complete
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
                     raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+                if on_complete is not None and not message.get("more_body", False):
+                    complete, on_complete = on_complete, None
+                    complete()
             return message
         return wrapped
 
-    async def _reject(self, send, rid: str) -> None:
+    async def _reject(self, send, rid: str, protocol: bool = False) -> None:
         await self._send_error(send, 413, "payload_too_large", f"request body is larger than {self.max_body} bytes",
-                               rid)
+                               rid, protocol=protocol)
 
     @staticmethod
     async def _send_error(send, status: int, code: str, message: str, rid: str,
-                          extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        body = json.dumps(error_body(code, message, rid), separators=(",", ":")).encode()
+                          extra: list[tuple[bytes, bytes]] | None = None, protocol: bool = False) -> None:
+        shape = protocol_error(message) if protocol else error_body(code, message, rid)
+        body = json.dumps(shape, separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 *(extra or [])]})

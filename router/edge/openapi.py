@@ -15,7 +15,7 @@ from router.edge.schemas import BODY_MODELS
 from router.settings import Settings
 
 NOT_BLANK = r"\S"
-VERSION = r"^([vV]?0*[1-9][0-9]*)?$"  # empty: not pinned
+VERSION = r"^([vV]?0*[1-9][0-9]{0,17})?$"  # empty: not pinned
 BASE64 = r"^(data:[-\w.+/;=]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
@@ -41,7 +41,7 @@ def _input_fields(props: dict, settings: Settings) -> None:
 def _options(props: dict, settings: Settings) -> None:
     if "model_version" in props:
         _constrain(props["model_version"], "string", pattern=VERSION)
-        _constrain(props["model_version"], "integer", minimum=1)
+        _constrain(props["model_version"], "integer", minimum=1, maximum=10**18 - 1)
     if "top_k" in props:
         _constrain(props["top_k"], "integer", minimum=1, maximum=settings.max_top_k)
 

@@ -26,8 +26,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_bytes = 0
+        self._header_bytes = 0  # exact: the request line and headers of this request, as parsed
+        self._raw_bytes = 0  # a backstop: bytes received while a header is still incomplete
         self._reading_headers = True
+        self._refusal: tuple[int, str, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._arm(self.header_timeout_s, "the request headers were not received in time")
 
@@ -37,16 +39,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._reading_headers:
-            self._header_bytes += len(data)
+            self._raw_bytes += len(data)
         super().data_received(data)
-        if self._reading_headers and self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
-            self._refuse(431, "headers_too_large",
-                         f"the request line and headers are larger than {self.max_header_bytes} bytes")
+        # One header can arrive in many pieces before the parser reports it: bound what is buffered meanwhile.
+        if self._reading_headers and self._raw_bytes > 2 * self.max_header_bytes + 65536 \
+                and not self.transport.is_closing():
+            self._refuse(*self._too_large())
+
+    def _too_large(self) -> tuple[int, str, str]:
+        return 431, "headers_too_large", f"the request line and headers are larger than {self.max_header_bytes} bytes"
+
+    def _count(self, size: int) -> None:
+        """Raising here stops the parser; uvicorn then calls send_400_response, which answers the refusal."""
+        self._header_bytes += size
+        if self._header_bytes > self.max_header_bytes:
+            self._refusal = self._too_large()
+            raise ValueError("headers too large")
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP, or a refusal raised from a parser callback: the one error body."""
+        self._refuse(*(self._refusal or (400, "bad_request", "the request is not valid HTTP/1.1")))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_bytes = 0
         if not self._reading_headers:  # the next request on a kept-alive connection
-            self._reading_headers, self._header_bytes = True, 0
+            self._reading_headers, self._raw_bytes = True, 0
             self._arm(self.header_timeout_s, "the request headers were not received in time")
 
     def on_headers_complete(self) -> None:
@@ -80,7 +106,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        started = cycle is not None and cycle.response_started
+        # a finished cycle is the previous request's, on a kept-alive connection
+        started = cycle is not None and cycle.response_started and not cycle.response_complete
         if cycle is not None:  # the app, if it runs, sees a disconnect and writes nothing more
             cycle.disconnected = True
             cycle.message_event.set()

@@ -16,22 +16,20 @@ JOB_RESULT_TTL_SECONDS.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
 from typing import AsyncIterator
 
 from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from router.dataplane.types import Item, Options
 from router.errors import IdempotencyKeyReused, JobsBusy, JobsOutcomeUnknown, JobsUnavailable
+from router.jobs.payload import JobPayload
 from router.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,48 +81,6 @@ def idempotency_entry(owner: str, key: str) -> str:
 
 def is_job_id(text: str) -> bool:
     return len(text) == JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in text)
-
-
-@dataclass(frozen=True)
-class JobPayload:
-    """What a worker needs to run the request exactly as /predict would."""
-
-    items: list[dict]  # {"text": ...} or {"image_b64": ...}
-    model: str
-    requested_version: int | None
-    top_k: int
-    routing_key: str
-    batch: bool
-
-    @classmethod
-    def of(cls, items: list[Item], opts: Options, batch: bool) -> "JobPayload":
-        raw = [{"text": i.text} if i.image is None else {"image_b64": base64.b64encode(i.image).decode()}
-               for i in items]
-        return cls(raw, opts.model, opts.requested_version, opts.top_k, opts.routing_key, batch)
-
-    def to_items(self) -> list[Item]:
-        return [Item(text=i["text"]) if "text" in i else Item(image=base64.b64decode(i["image_b64"]))
-                for i in self.items]
-
-    def options(self) -> Options:
-        return Options(self.model, self.requested_version, self.top_k, self.routing_key)
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the items (images by their bytes' SHA-256), model, requested
-        version, top_k and batch flag; not the routing key (by default the request id)."""
-        items = [{"text": i["text"]} if "text" in i
-                 else {"image_sha256": hashlib.sha256(base64.b64decode(i["image_b64"])).hexdigest()}
-                 for i in self.items]
-        canonical = {"items": items, "model": self.model, "requested_version": self.requested_version,
-                     "top_k": self.top_k, "batch": self.batch}
-        return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-    def dumps(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def loads(cls, text: str | bytes) -> "JobPayload":
-        return cls(**json.loads(text))
 
 
 def _unsent(exc: Exception) -> bool:
@@ -213,12 +169,30 @@ class JobStore:
     async def read(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, str]]:
         reply = await self._with_group(lambda: self.client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count,
                                                                       block=block_ms))
-        return [(_s(eid), _s(fields[b"job_id"])) for _, entries in reply or [] for eid, fields in entries]
+        return await self._jobs([(eid, fields) for _, entries in reply or [] for eid, fields in entries])
 
     async def claim_stale(self, consumer: str, count: int) -> list[tuple[str, str]]:
         reply = await self._with_group(lambda: self.client.xautoclaim(
             STREAM, GROUP, consumer, self.settings.job_claim_idle_ms, start_id="0-0", count=count))
-        return [(_s(eid), _s(fields[b"job_id"])) for eid, fields in reply[1] if fields]
+        return await self._jobs([(eid, fields) for eid, fields in reply[1] if fields])
+
+    async def _jobs(self, entries) -> list[tuple[str, str]]:
+        """(entry id, job id) for each entry; one without a job id (not ours: the
+        store is not trusted) is acknowledged, removed and dead-lettered, so it
+        can neither block a batch nor be claimed again and again."""
+        out = []
+        for eid, fields in entries:
+            job_id = fields.get(b"job_id")
+            if job_id is not None:
+                out.append((_s(eid), _s(job_id)))
+                continue
+            log.warning("stream entry %s has no job id; dead-lettered", _s(eid))
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(STREAM, GROUP, eid)
+                pipe.xdel(STREAM, eid)
+                pipe.xadd(DEAD, {"entry": _s(eid), "error": "a stream entry without a job id"})
+                await pipe.execute()
+        return out
 
     async def trim_acknowledged(self) -> int:
         """Deletes entries older than every unacknowledged one (left by versions that

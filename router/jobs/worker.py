@@ -99,7 +99,12 @@ class Worker:
     async def process(self, entry_id: str, job_id: str) -> None:
         _, token = context.begin(job_id)
         try:
-            before, payload, attempt = await self.store.start(job_id)
+            try:
+                before, payload, attempt = await self.store.start(job_id)
+            except RouterError as exc:  # a payload that cannot be read can never run
+                log.warning("job %s: %s (dead-lettered)", job_id, exc.message)
+                await self.store.fail(entry_id, job_id, error_body(exc.code, exc.message, job_id)["error"], True)
+                return
             if payload is None:  # done already (a redelivery), or expired
                 await self.store.ack(entry_id)
                 return

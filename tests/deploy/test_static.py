@@ -832,3 +832,11 @@ def test_the_secrets_kustomization_makes_what_the_manifests_reference(tmp_path):
                 referenced |= {(volume["secret"]["secretName"], i["key"]) for i in volume["secret"]["items"]}
     made = {(name, key) for name, doc in secrets.items() for key in doc["data"]}
     assert referenced == made
+
+
+def test_the_routers_see_the_clients_address_and_nothing_a_client_claims():
+    """Per-address rate limits: nginx overwrites X-Forwarded-For, and the routers trust it (only nginx reaches them)."""
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf and "$proxy_add_x_forwarded_for" not in conf
+    router = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["router"]
+    assert router["environment"]["FORWARDED_ALLOW_IPS"] == "*"

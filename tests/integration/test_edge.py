@@ -95,3 +95,29 @@ def test_keep_alive_requests_are_not_cut(router):
         for _ in range(3):
             assert http.get("/predict", params={"text": "keep"}).status_code == 200
             time.sleep(0.6)  # idle between requests, under uvicorn's keep-alive timeout
+
+
+@pytest.mark.parametrize("headers", [
+    b"X-Pad: " + b"0" * 60_000 + b"\r\n",                              # one big header, in one write
+    b"".join(b"X-H%d: v\r\n" % n for n in range(3000)),                 # many small ones
+])
+def test_headers_over_the_limit_in_one_write_are_431(router, headers):
+    raw = exchange(router, [b"GET /ping HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"])
+    status, body = error_of(raw)
+    assert status == 431 and body["error"]["code"] == "headers_too_large"
+    assert_healthy(router)
+
+
+def test_a_slow_second_request_on_a_kept_alive_connection_is_408(router):
+    raw = exchange(router, [b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /ping HTTP/1.1\r\n"], pause=0.2)
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    assert b"HTTP/1.1 408" in rest and b"request_timeout" in rest
+
+
+def test_malformed_http_gets_the_error_body(router):
+    raw = exchange(router, [b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"])
+    status, body = error_of(raw)
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    assert_healthy(router)

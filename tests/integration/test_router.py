@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from devstack.processes import RouterProcess
-from tests.router.edge.bad_inputs import BAD_INPUTS, digit_png
+from tests.router.edge.bad_inputs import BAD_INPUTS, digit_png, expected
 
 ROUTES = '{"digits": {"default_version": 2}}'
 
@@ -126,10 +126,11 @@ def test_request_log_lines_carry_the_request_id(http, router):
 
 
 @pytest.mark.parametrize("send,status,code,message", BAD_INPUTS)
-def test_bad_input_gets_a_clear_error(http, send, status, code, message):
+def test_bad_input_gets_a_clear_error(http, triton_repo, send, status, code, message):
     resp = send(http)
     assert resp.status_code == status, resp.text
-    assert resp.json() == {"error": {"code": code, "message": message,
+    models = [p.name for p in triton_repo.iterdir() if (p / "config.pbtxt").is_file()]
+    assert resp.json() == {"error": {"code": code, "message": expected(message, models),
                                      "request_id": resp.headers["x-request-id"]}}
 
 

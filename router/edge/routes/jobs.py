@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from router.context import RequestRecord
 from router.edge import bodies
 from router.edge.deps import JobsDep, RecordDep, ServiceDep, SettingsDep, require
 from router.edge.schemas import ERROR_RESPONSES, BatchBody, ErrorResponse, JobAccepted, JobStatus, PredictBody, request_body
@@ -16,6 +17,15 @@ from router.settings import Settings
 from router.jobs.store import JobPayload, is_job_id
 
 router = APIRouter(tags=["jobs"], dependencies=[require("jobs")])
+
+
+def owner(request: Request, record: RequestRecord) -> str:
+    """Jobs (and their Idempotency-Keys) belong to the API key that sent them;
+    anonymous ones to the client's address, so anonymous clients cannot read
+    or collide with each other's."""
+    if record.key_name is not None:
+        return f"key:{record.key_name}"
+    return f"addr:{request.client.host if request.client else 'unknown'}"
 
 
 def _retry_later(exc: RouterError, settings: Settings) -> RouterError:
@@ -37,7 +47,7 @@ async def submit_job(request: Request, service: ServiceDep, settings: SettingsDe
     await service.check(items, opts)  # every 4xx the headers show, before anything is queued; the worker decodes once
     try:
         job_id, created = await jobs.submit(JobPayload.of(items, opts, is_batch), idempotency_key,
-                                            owner=record.key_name or "")
+                                            owner=owner(request, record))
     except RouterError as exc:
         raise _retry_later(exc, settings) if exc.status == 503 else exc
     url = f"/jobs/{job_id}"
@@ -48,11 +58,11 @@ async def submit_job(request: Request, service: ServiceDep, settings: SettingsDe
 @router.get("/jobs/{job_id}", summary="A job's status and, once done, its result",
             response_model=JobStatus,
             responses={code: {"model": ErrorResponse} for code in (401, 403, 404, 429, 503)})
-async def get_job(job_id: str, jobs: JobsDep, record: RecordDep, settings: SettingsDep):
+async def get_job(job_id: str, request: Request, jobs: JobsDep, record: RecordDep, settings: SettingsDep):
     if not is_job_id(job_id):
         raise NotFound(f"unknown job {job_id!r}")
     try:
-        job = await jobs.get(job_id, owner=record.key_name or "")
+        job = await jobs.get(job_id, owner=owner(request, record))
     except Exception as exc:  # redis-py's errors
         raise _retry_later(JobsUnavailable("the job store is unreachable"), settings) from exc
     if job is None:  # another owner's job reads exactly as an unknown one

@@ -67,12 +67,14 @@ def test_lazy_loading_loads_a_model_once_on_first_use(app_client, fake):
     fake.states["digits"] = {1: "UNAVAILABLE", 2: "UNAVAILABLE"}
     with app_client(load_all_models=False) as client:
         assert fake.loads == []
-        assert client.get("/ready").json()["models"]["digits"]["ready"] is False
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and "digits" not in ready.json()["models"]  # not required until used
         response = client.post("/predict/batch", json={"model": "digits", "inputs": [{"image_b64": PIXEL}]})
         assert response.status_code == 200, response.text
         assert response.json()["results"][0]["model_version"] == 2
         client.post("/predict/batch", json={"model": "digits", "inputs": [{"image_b64": PIXEL}]})
         assert fake.loads == ["digits"]
+        assert client.get("/ready").json()["models"]["digits"] == {"default_version": 2, "ready": True}
 
 
 # a 1x1 white PNG

@@ -89,3 +89,36 @@ def test_the_openapi_document_resolves_and_states_the_limits(client):
     assert (top_k["minimum"], top_k["maximum"]) == (1, 10)
     assert "503" in doc["paths"]["/ready"]["get"]["responses"]
     assert set(doc["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
+
+
+def test_a_slowly_sent_body_holds_no_in_flight_slot(app_client, fake):
+    """With one slot, a client trickling its body in does not shut others out;
+    once its body is complete it counts, and a full router then sheds with 503."""
+    with app_client(max_in_flight=1) as client:
+        release = asyncio.Event()
+
+        async def trickle():
+            yield b'{"text": "slow'
+            await release.wait()
+            yield b' body"}'
+
+        async def scenario():
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://router") as http:
+                slow = asyncio.ensure_future(http.post("/predict", content=trickle(),
+                                                       headers={"content-type": "application/json"}))
+                await asyncio.sleep(0.05)
+                meanwhile = await http.get("/predict", params={"text": "not blocked"})
+                fake.hold = True
+                held = asyncio.ensure_future(http.get("/predict", params={"text": "holds the slot"}))
+                while len(fake.calls) < 2:  # the held request is in Triton, holding the one slot
+                    await asyncio.sleep(0.005)
+                release.set()
+                shed = await slow
+                fake.hold = False
+                return meanwhile, shed, await held
+
+        meanwhile, shed, held = client.portal.call(scenario)
+        assert meanwhile.status_code == 200 and held.status_code == 200
+        assert_error(shed, 503, "overloaded", "the router is serving 1 requests at once; retry shortly")
+        assert shed.headers["retry-after"] == "1"

@@ -98,3 +98,25 @@ def test_full_queue_is_503_jobs_busy(jobs_app, db):
     assert message == "the job queue is full (limit: 1 jobs waiting or running); nothing was queued"
     assert full.headers["retry-after"]
     assert db.xlen(STREAM) == 1
+
+
+def test_anonymous_jobs_belong_to_the_client_address(jobs_app):
+    """Without a key, one address cannot read another's job or collide with its Idempotency-Key."""
+    import httpx
+
+    with jobs_app() as (client, app):
+        async def scenario():
+            def at(host):
+                return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, 1234)),
+                                         base_url="http://router")
+            async with at("10.0.0.1") as a, at("10.0.0.2") as b:
+                job = (await a.post("/jobs", json={"text": "mine"}, headers={"Idempotency-Key": "k"})).json()
+                theirs = await b.get(f"/jobs/{job['job_id']}")
+                own = await a.get(f"/jobs/{job['job_id']}")
+                same_key = await b.post("/jobs", json={"text": "another"}, headers={"Idempotency-Key": "k"})
+                return job, theirs, own, same_key
+
+        job, theirs, own, same_key = client.portal.call(scenario)
+    assert own.status_code == 200
+    assert assert_error(theirs, 404, "not_found") == f"unknown job {job['job_id']!r} (or its result expired)"
+    assert same_key.status_code == 202 and same_key.json()["job_id"] != job["job_id"]

@@ -195,3 +195,34 @@ def test_a_failed_submit_is_retried_and_reports_what_is_known(with_store, db, er
         assert "unknown" in got.message and "nothing was queued" not in got.message
         assert ("retrying with the same Idempotency-Key is safe" in got.message) == (key is not None)
         assert db.xlen(STREAM) == (1 if "sent" in errors else 0)
+
+
+def test_an_entry_without_a_job_id_is_dead_lettered_and_the_batch_still_runs(with_store, db):
+    async def scenario(store):
+        job, _ = await store.submit(payload("first"), None)
+        await store.client.xadd(STREAM, {"nope": "x"})
+        other, _ = await store.submit(payload("second"), None)
+        read = await store.read("c1", 10, 100)
+        return job, other, read
+
+    job, other, read = with_store(scenario)
+    assert [job_id for _, job_id in read] == [job, other]
+    dead = db.xrange("jobs:dead")
+    assert len(dead) == 1 and dead[0][1][b"error"] == b"a stream entry without a job id"
+    assert db.xlen(STREAM) == 2  # the bad entry is gone; the two jobs remain until done
+
+
+@pytest.mark.parametrize("stored", [b"not json{", b'{"foo": 1}', b'{"items": [{"zzz": 1}], "model": "m", '
+                                    b'"requested_version": null, "top_k": 1, "routing_key": "", "batch": false}',
+                                    b'{"items": [{"image_b64": "%%%"}], "model": "m", "requested_version": null, '
+                                    b'"top_k": 1, "routing_key": "", "batch": false}'])
+def test_a_payload_that_cannot_be_read_is_an_invalid_input(with_store, db, stored):
+    from router.errors import InvalidInput
+
+    async def scenario(store):
+        job, _ = await store.submit(payload("x"), None)
+        await store.client.hset(job_key(job), "payload", stored)
+        with pytest.raises(InvalidInput, match="the job's stored payload cannot be read"):
+            await store.start(job)
+
+    with_store(scenario)

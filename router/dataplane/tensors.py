@@ -1,0 +1,216 @@
+"""Raw-tensor inference (the Open Inference Protocol's routes) over the same
+routing, fallback, cache, single-flight and metrics as predictions: a
+request names a model and, optionally, a version; without one it is routed
+like /predict (default, sticky canary, fallback), with one it is pinned and
+Triton's own answer stands."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.dataplane.cache import jittered_ttl
+from router.dataplane.catalog import ModelInfo, TensorSpec
+from router.dataplane.protocol import DTYPES, InferRequest, Tensor, datatype_of, deserialize_bytes, raw_bytes
+from router.dataplane.routing import Decision
+from router.dataplane.service import PredictionService
+from router.dataplane.types import Options
+from router.errors import BadRequest, NotFound, RouterError, VersionUnavailable
+
+
+@dataclass(frozen=True)
+class Served:
+    version: int
+    routed_by: str  # pinned | default | canary | fallback
+    outputs: dict[str, np.ndarray]
+    cached: bool
+    requested_version: int | None = None
+
+
+def tensor_cache_key(namespace: str, model: str, version: int, inputs: tuple[Tensor, ...],
+                     outputs: list[tuple[str, int]]) -> str:
+    """namespace:model:v<version>:<sha256 of the inputs>:<hash of the output request>, beside
+    `cache_key`: every input's name, datatype, shape and bytes (in name order: the order of a
+    request's inputs does not change its result), and each requested output with its
+    classification count (the encoding asked for, JSON or binary, is not part of it)."""
+    digest = hashlib.sha256()
+    for tensor in sorted(inputs, key=lambda t: t.name):
+        raw = raw_bytes(tensor.array)
+        digest.update(json.dumps([tensor.name, tensor.datatype, list(tensor.array.shape), len(raw)]).encode())
+        digest.update(raw)
+    out = hashlib.sha256(("oip:" + json.dumps(sorted(outputs))).encode()).hexdigest()[:16]
+    return f"{namespace}:{model}:v{version}:{digest.hexdigest()}:{out}"
+
+
+def parse_path_version(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not (version.isascii() and version.isdigit() and len(version) <= 18) or int(version) < 1:
+        raise BadRequest(f"model version must be a positive integer, got {version!r}")
+    return int(version)
+
+
+def _check_shape(spec: TensorSpec, shape: tuple[int, ...], max_batch: int) -> bool:
+    dims = spec.dims
+    if max_batch > 0:
+        if not shape or shape[0] < 1 or shape[0] > max_batch:
+            return False
+        shape = shape[1:]
+    return len(shape) == len(dims) and all(d == -1 or d == s for d, s in zip(dims, shape))
+
+
+def check(info: ModelInfo, request: InferRequest) -> None:
+    """What the model's config rules out, refused before Triton: unknown
+    names, other datatypes, other shapes (Triton checks the rest)."""
+    specs = {s.name: s for s in info.inputs}
+    for tensor in request.inputs:
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise BadRequest(f"unexpected input '{tensor.name}' for model '{info.name}'; "
+                             f"it takes {', '.join(sorted(specs))}")
+        if tensor.datatype != spec.datatype:
+            raise BadRequest(f"input '{tensor.name}' of model '{info.name}' is {spec.datatype}, "
+                             f"not {tensor.datatype}")
+        if not _check_shape(spec, tensor.array.shape, info.max_batch_size):
+            batch = [-1] if info.max_batch_size > 0 else []
+            raise BadRequest(f"input '{tensor.name}' of model '{info.name}' has shape {list(tensor.array.shape)}; "
+                             f"the model takes {batch + list(spec.dims)}"
+                             + (f" with a batch of at most {info.max_batch_size}" if batch else ""))
+    names = {s.name for s in info.outputs}
+    for out in request.outputs:
+        if out.name not in names:
+            raise BadRequest(f"unexpected output '{out.name}' for model '{info.name}'; "
+                             f"it has {', '.join(sorted(names))}")
+
+
+def known_version(service: PredictionService, model: str, version: int) -> None:
+    """A version Triton's repository index has never listed is unknown (404)."""
+    if version not in service.catalog.snapshot.states.get(model, {}):
+        raise NotFound(f"Request for unknown model: '{model}' version {version} is not found")
+
+
+async def infer(service: PredictionService, model: str, version: int | None, request: InferRequest,
+                routing_key: str, request_id: str | None) -> Served:
+    info = await service.model_info(model)
+    check(info, request)
+    opts = Options(model=model, routing_key=routing_key)
+    if version is not None:
+        known_version(service, model, version)
+        try:
+            outputs, cached = await _serve(service, info, version, request, request_id)
+        except VersionUnavailable:
+            service.catalog.mark_unready(model, version)
+            raise
+        return Served(version, "pinned", outputs, cached)
+    decision: Decision = service.decide(opts)
+    while True:
+        try:
+            outputs, cached = await _serve(service, info, decision.version, request, request_id)
+            return Served(decision.version, decision.routed_by, outputs, cached, decision.requested_version)
+        except RouterError as exc:
+            decision = service._after_failure(opts, decision, exc)
+
+
+async def _serve(service: PredictionService, info: ModelInfo, version: int, request: InferRequest,
+                 request_id: str | None) -> tuple[dict[str, np.ndarray], bool]:
+    """Cache first, then one Triton call per distinct request in flight;
+    only a success is stored."""
+    s, metrics = service.settings, service.metrics
+    wanted = [(o.name, o.class_count) for o in request.outputs]
+    key = tensor_cache_key(s.cache_namespace, info.name, version, request.inputs, wanted)
+    flight = service.flights.pending(key)
+    if flight is not None:
+        hit = flight.done()
+        metrics.observe_cache(info.name, version, hit)
+        if not hit:
+            metrics.coalesced.labels(info.name).inc()
+        return await asyncio.shield(flight), hit  # type: ignore[return-value]
+    outputs = unpack(await service.cache.get(key))
+    if outputs is not None and not all(name in outputs for name, _ in wanted):
+        outputs = None
+    metrics.observe_cache(info.name, version, outputs is not None)
+    if outputs is not None:
+        return outputs, True
+
+    async def work() -> dict[str, np.ndarray]:
+        with metrics.triton_seconds.labels(info.name, str(version)).time():
+            try:
+                return await service.gateway.infer_tensors(
+                    info.name, version, [(t.name, t.datatype, t.array) for t in request.inputs], wanted, request_id)
+            except RouterError as exc:
+                metrics.triton_errors.labels(info.name, exc.code).inc()
+                raise
+
+    async def store(result: dict[str, np.ndarray]) -> None:
+        await service.cache.set(key, pack(result), jittered_ttl(s.cache_ttl_seconds, s.cache_ttl_jitter))
+
+    result, shared = await service.flights.do(key, work, then=store)  # type: ignore[arg-type]
+    if shared:
+        metrics.coalesced.labels(info.name).inc()
+    return result, False  # type: ignore[return-value]
+
+
+async def model_ready(service: PredictionService, model: str, version: int | None) -> bool:
+    """Without a version: whether the router can route the model now (some
+    version ready); with one: Triton's own answer for that version."""
+    snap = service.catalog.snapshot
+    if not snap.knows(model):
+        raise NotFound(f"Request for unknown model: '{model}' is not found")
+    if version is None:
+        return snap.triton_ready and bool(snap.ready(model))
+    try:
+        return await service.gateway.model_ready(model, version)
+    except RouterError:
+        return False
+
+
+async def model_view(service: PredictionService, model: str, version: int | None, what: str) -> dict:
+    """Triton's metadata or config of the model (a version of it, when given)."""
+    await service.model_info(model)
+    if version is not None:
+        known_version(service, model, version)
+    fetch = service.gateway.model_metadata if what == "metadata" else service.gateway.model_config
+    return await fetch(model, version)
+
+
+# --- cache entries ---------------------------------------------------------------
+
+_MAGIC = b"oip1"
+
+
+def pack(outputs: dict[str, np.ndarray]) -> bytes:
+    """Outputs as a cache entry: magic, header length, JSON header, raw tensors."""
+    raws = [raw_bytes(a) for a in outputs.values()]
+    header = json.dumps([[name, datatype_of(a), list(a.shape), len(raw)]
+                         for (name, a), raw in zip(outputs.items(), raws)]).encode()
+    return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *raws])
+
+
+def unpack(raw: bytes | None) -> dict[str, np.ndarray] | None:
+    """A cache entry's outputs; anything malformed (the cache is not trusted) is None."""
+    if raw is None or not raw.startswith(_MAGIC) or len(raw) < 8:
+        return None
+    try:
+        (length,) = struct.unpack_from("<I", raw, 4)
+        entries = json.loads(raw[8:8 + length])
+        offset, out = 8 + length, {}
+        for name, datatype, shape, size in entries:
+            chunk = memoryview(raw)[offset:offset + size]
+            if len(chunk) != size or not isinstance(name, str):
+                return None
+            count = math.prod(shape)
+            if datatype == "BYTES":
+                array = deserialize_bytes(chunk, count, name)
+            else:
+                array = np.frombuffer(chunk, dtype=DTYPES[datatype]).copy()
+            out[name] = array.reshape(shape)
+            offset += size
+        return out if out and offset == len(raw) else None
+    except (ValueError, TypeError, KeyError, BadRequest, struct.error):
+        return None
