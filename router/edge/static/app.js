@@ -40,15 +40,27 @@ async function loadModels() {
   onModelChange();
 }
 
+function escape(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+// "name DTYPE [dims]" per tensor, -1 shown as "?" (a dynamic axis)
+function tensors(list) {
+  return (list || []).map((t) => `${escape(t.name)} <span class="muted">${escape(t.datatype)} ` +
+    `[${t.shape.map((d) => (d < 0 ? "?" : d)).join("×")}]</span>`).join("<br>") || "-";
+}
+
 function renderModels(defaultModel) {
   const rows = Object.entries(models).map(([name, m]) => {
     const versions = Object.entries(m.versions)
-      .map(([v, state]) => `<span class="state-${state}">v${v} ${state.toLowerCase()}</span>`).join(", ");
+      .map(([v, state]) => `<span class="state-${escape(state)}">v${escape(v)} ${escape(state.toLowerCase())}</span>`)
+      .join(", ");
     const canary = m.canary_version ? `v${m.canary_version} at ${m.canary_percent}%` : "none";
-    const shape = m.input_shape ? ` [${m.input_shape.join("×")}]` : "";
-    return `<tr><td>${name}${name === defaultModel ? " <span class='muted'>(default)</span>" : ""}</td>` +
+    const kind = m.input_kind ? `<span class="muted">${escape(m.input_kind)}</span><br>` : "";
+    const via = m.input_kind ? "" : "<br><span class='muted'>raw tensors: /v2</span>";
+    return `<tr><td>${escape(name)}${name === defaultModel ? " <span class='muted'>(default)</span>" : ""}</td>` +
       `<td>${versions || "-"}</td><td>${m.default_version ? "v" + m.default_version : "-"}</td>` +
-      `<td>${canary}</td><td>${m.input_kind || "-"}${shape}</td></tr>`;
+      `<td>${canary}</td><td>${kind}${tensors(m.inputs)}${via}</td><td>${tensors(m.outputs)}</td></tr>`;
   });
   $("models").querySelector("tbody").innerHTML = rows.join("");
 }
