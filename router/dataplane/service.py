@@ -20,7 +20,7 @@ from router.dataplane.inputs import Inputs
 from router.dataplane.routing import Decision, fallback, resolve
 from router.dataplane.singleflight import SingleFlight
 from router.dataplane.types import Item, Options, Prediction, Scores
-from router.errors import (InvalidInput, ModelUnavailable, NotFound, RouterError, TritonUnavailable,
+from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, RouterError, TritonUnavailable,
                            VersionUnavailable)
 from router.metrics import Metrics
 from router.settings import ModelRoute, Settings
@@ -153,8 +153,8 @@ class PredictionService:
         """The next version to try, or re-raise. A version Triton calls not
         ready is routed around; a canary that errors in any way too."""
         canary_failed = decision.routed_by == "canary"
-        if not isinstance(exc, VersionUnavailable) and not canary_failed:
-            raise exc
+        if isinstance(exc, BadRequest) or (not isinstance(exc, VersionUnavailable) and not canary_failed):
+            raise exc  # the input's fault is no version's: another would refuse it too
         if isinstance(exc, VersionUnavailable):
             self.catalog.mark_unready(opts.model, decision.version)
         route = self.route(opts.model)

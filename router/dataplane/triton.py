@@ -29,7 +29,9 @@ def classify(exc: BaseException) -> RouterError:
             return VersionUnavailable(message)
         if "DEADLINE_EXCEEDED" in status or "timeout" in lowered or "timed out" in lowered:
             return TritonTimeout("Triton did not answer in time")
-        if "INVALID_ARGUMENT" in status or status == "400":
+        # The backend's own refusal of the input (e.g. ONNX Runtime's INVALID_ARGUMENT on a
+        # bad shape or an index out of range) reaches gRPC as INTERNAL: still the input's fault.
+        if "INVALID_ARGUMENT" in status or status == "400" or "INVALID_ARGUMENT" in message:
             return BadRequest(f"Triton rejected the input: {message}")
         if "UNAVAILABLE" in status or "connect" in lowered or status in ("502", "503"):
             return TritonUnavailable("Triton is unreachable")

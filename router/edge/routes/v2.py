@@ -134,7 +134,7 @@ def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
         raise BadRequest(f"the request body is not valid {encoding} data") from None
     if len(out) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes once inflated")
-    if not inflater.eof:
+    if not inflater.eof or inflater.unused_data:  # truncated, or more than one stream
         raise BadRequest(f"the request body is not valid {encoding} data")
     return out
 
@@ -144,9 +144,10 @@ def _parse(raw: bytes, header_length: str | None, settings: Settings) -> protoco
     bytes) and the binary tensors after it."""
     length = len(raw)
     if header_length is not None:
-        if not header_length.strip().isdigit() or int(header_length) > len(raw):
+        text = header_length.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 19) or int(text) > len(raw):
             raise BadRequest(f"{HEADER_LENGTH} must be a byte count within the body ({len(raw)} bytes)")
-        length = int(header_length)
+        length = int(text)
     header = bodies.parse_json(raw[:length], settings.max_json_depth)
     return protocol.decode_request(header, memoryview(raw)[length:], settings.v2_max_inputs,
                                    settings.v2_max_elements)

@@ -79,3 +79,14 @@ def test_lazy_loading_loads_a_model_once_on_first_use(app_client, fake):
 
 # a 1x1 white PNG
 PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAWk1v8QAAAABJRU5ErkJggg==")
+
+
+def test_an_input_the_canary_refuses_is_not_retried_on_stable(app_client, fake):
+    """The input's fault is no version's: a 400, not a second run on the default version."""
+    from router.errors import BadRequest
+
+    fake.failures[("sentiment", 2)] = BadRequest("Triton rejected the input: INVALID_ARGUMENT")
+    with app_client(default_model_version=1, canary_version=2, canary_percent=100) as client:
+        response = client.get("/predict", params={"text": "refused"})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+        assert [c.version for c in fake.calls] == [2]

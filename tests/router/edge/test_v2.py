@@ -256,6 +256,10 @@ _SHORT = json.dumps({"inputs": [{"name": "text", "datatype": "UINT8", "shape": [
      None, "input 'text': binary_data_size 256 does not fit the binary data after the JSON header"),
     (b'{"inputs": []}', {"Inference-Header-Content-Length": "99"},
      "Inference-Header-Content-Length must be a byte count within the body (14 bytes)"),
+    (b'{"inputs": []}', {"Inference-Header-Content-Length": b"\xb2"},  # "²": a digit to str.isdigit, not to int()
+     "Inference-Header-Content-Length must be a byte count within the body (14 bytes)"),
+    (b'{"inputs": []}', {"Inference-Header-Content-Length": "0" * 5000 + "14"},
+     "Inference-Header-Content-Length must be a byte count within the body (14 bytes)"),
     ({"inputs": [_text()], "parameters": {"sequence_id": 3}}, None,
      "sequence requests are not available through the router"),
     ({"inputs": [_text(shape=[0, 10**12], data=[])]}, None,
@@ -287,6 +291,15 @@ def test_limits(app_client, fake):
         assert_protocol_error(client.post("/v2/models/sentiment/infer", content=bomb,
                                           headers={"Content-Encoding": "gzip"}),
                               413, "request body is larger than 1048576 bytes once inflated")
+    assert fake.calls == []
+
+
+def test_a_compressed_body_with_anything_after_its_stream_is_400(client, fake):
+    body, _ = encode([tensor("text", text_row("zipped"), "UINT8", False)])
+    for extra in (b"junk", gzip.compress(b"{}")):
+        response = client.post("/v2/models/sentiment/infer", content=gzip.compress(body) + extra,
+                               headers={"Content-Encoding": "gzip"})
+        assert_protocol_error(response, 400, "the request body is not valid gzip data")
     assert fake.calls == []
 
 
