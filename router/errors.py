@@ -33,6 +33,10 @@ class RateLimited(RouterError):
     status, code = 429, "rate_limited"
 
 
+class Conflict(RouterError):
+    status, code = 409, "conflict"
+
+
 class Overloaded(RouterError):
     status, code = 503, "overloaded"
 

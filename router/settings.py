@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=8, ge=1)
     worker_drain_s: float = Field(default=20.0, ge=0)
 
+    # Rollout states: CONTROL_REDIS_URL, else the jobs' Redis, else this process only.
+    control_redis_url: str | None = None
+    control_refresh_s: float = Field(default=5.0, gt=0, description="re-read every state (missed announcements)")
+
     default_model: str = "sentiment"
     # The seed's names; they apply to DEFAULT_MODEL.
     default_model_version: int | None = None
@@ -234,6 +238,11 @@ class Settings(BaseSettings):
     @property
     def jobs_url(self) -> str | None:
         return self.jobs_redis_url or self.redis_url
+
+    @property
+    def control_url(self) -> str | None:
+        """Rollout states live with the jobs: in the durable Redis."""
+        return self.control_redis_url or self.jobs_url
 
     @property
     def triton_url(self) -> str:

@@ -43,6 +43,10 @@ class PredictionService:
     def close(self) -> None:
         self.inputs.close()
 
+    def set_route(self, model: str, route: ModelRoute) -> None:
+        """A rollout state changed: this model's split from now on."""
+        self._routes[model] = route
+
     def route(self, model: str) -> ModelRoute:
         """The model's split, computed once from settings."""
         route = self._routes.get(model)

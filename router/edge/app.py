@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from router.control.store import open_control
 from router.dataplane.gateway import Gateway
 from router.dataplane.runtime import open_service
 from router.edge import openapi
@@ -16,7 +17,7 @@ from router.edge.auth import KeyRing
 from router.edge.handlers import register_error_handlers
 from router.edge.middleware import EdgeMiddleware
 from router.edge.ratelimit import RateLimiter
-from router.edge.routes import jobs, operations, predictions, v2
+from router.edge.routes import admin, jobs, operations, predictions, v2
 from router.jobs.store import open_jobs
 from router.metrics import Metrics
 from router.settings import Settings
@@ -37,9 +38,10 @@ async def lifespan(app: FastAPI):
     app.state.limiter = RateLimiter(settings, app.state.metrics)
     try:
         async with open_service(settings, app.state.metrics, app.state.gateway) as service, \
-                open_jobs(settings) as store:
+                open_jobs(settings) as store, open_control(settings, service) as rollouts:
             app.state.service = service
             app.state.jobs = store
+            app.state.rollouts = rollouts
             # Everything made at start-up is long-lived: keep it out of the collector's
             # full passes, which otherwise show up as tail-latency pauses under load.
             gc.collect()
@@ -60,9 +62,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.metrics = Metrics(enabled=settings.metrics_enabled)
     register_error_handlers(app)
     openapi.install(app, settings)
-    for surface in (predictions, jobs, operations, v2):
+    for surface in (predictions, jobs, operations, v2, admin):
         app.include_router(surface.router)
-    app.state.route_methods = [(route.path_regex, route.methods) for surface in (predictions, jobs, operations, v2)
+    app.state.route_methods = [(route.path_regex, route.methods) for surface in (predictions, jobs, operations, v2, admin)
                                for route in surface.router.routes]
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics,

@@ -24,6 +24,7 @@ import sys
 import time
 
 from router import context
+from router.control.store import open_control
 from router.dataplane.runtime import open_service
 from router.dataplane.service import PredictionService
 from router.dataplane.views import response_body
@@ -130,7 +131,8 @@ class Worker:
 
 
 async def serve(settings: Settings, concurrency: int, consumer: str) -> int:
-    async with open_service(settings, Metrics()) as service, open_jobs(settings) as store:
+    async with open_service(settings, Metrics()) as service, open_jobs(settings) as store, \
+            open_control(settings, service):
         if store is None:
             log.error("the worker needs Redis: set REDIS_URL (or JOBS_REDIS_URL)")
             return 2

@@ -1,0 +1,175 @@
+"""Where rollout states live: Redis, shared by every replica (a JSON value per
+model, changed under WATCH so that each change gets the next revision, and
+announced on a channel), or this process's memory without Redis. A sync task
+in every router and worker applies each change to its routing at once, and
+re-reads everything every CONTROL_REFRESH_S in case a message was missed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+from router.control.state import Rollout, Split
+from router.settings import ModelRoute, Settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "control:rollouts"
+PREFIX = "control:rollout:"
+
+Apply = Callable[[str, ModelRoute], None]
+
+
+class MemoryStore:
+    """One process's states: a router without Redis."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._states: dict[str, Rollout] = {}
+
+    async def get(self, model: str) -> Rollout | None:
+        return self._states.get(model)
+
+    async def all(self) -> dict[str, Rollout]:
+        return dict(self._states)
+
+    async def change(self, model: str, seed: Rollout, change: Split, by: str | None,
+                     reason: str | None) -> Rollout:
+        updated = (self._states.get(model) or seed).apply(change, by, reason)
+        self._states[model] = updated
+        return updated
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisStore:
+    shared = True
+
+    def __init__(self, url: str, timeout: float) -> None:
+        import redis.asyncio as aioredis
+
+        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # The subscription waits for announcements as long as there are none (no read timeout);
+        # a PING every 10 s finds a dead connection, and the listener then subscribes again.
+        self.subscriber = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=10)
+
+    async def get(self, model: str) -> Rollout | None:
+        raw = await self.client.get(PREFIX + model)
+        return Rollout.model_validate_json(raw) if raw else None
+
+    async def all(self) -> dict[str, Rollout]:
+        keys = [k async for k in self.client.scan_iter(match=PREFIX + "*", count=100)]
+        values = await self.client.mget(keys) if keys else []
+        states = (Rollout.model_validate_json(v) for v in values if v)
+        return {s.model: s for s in states}
+
+    async def change(self, model: str, seed: Rollout, change: Split, by: str | None,
+                     reason: str | None) -> Rollout:
+        """The next revision, written only if nobody changed the model meanwhile (else retried)."""
+        from redis.exceptions import WatchError
+
+        key = PREFIX + model
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    updated = (Rollout.model_validate_json(raw) if raw else seed).apply(change, by, reason)
+                    pipe.multi()
+                    pipe.set(key, updated.model_dump_json())
+                    pipe.publish(CHANNEL, model)
+                    await pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.subscriber.aclose()
+
+
+class RolloutSync:
+    """Applies every stored state to this process's routing: at start, on each
+    announcement, and every `refresh_s`."""
+
+    def __init__(self, store, apply: Apply, refresh_s: float) -> None:
+        self.store = store
+        self.apply = apply
+        self.refresh_s = refresh_s
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        try:
+            await self.reload()
+        except Exception as exc:  # Redis down at start: the settings' routes serve until it is back
+            log.warning("cannot read the rollout states: %s", exc)
+        if self.store.shared:
+            self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
+
+    async def reload(self) -> None:
+        for model, state in (await self.store.all()).items():
+            self.apply(model, state.route())
+
+    async def _one(self, model: str) -> None:
+        state = await self.store.get(model)
+        if state is not None:
+            self.apply(model, state.route())
+
+    async def _listen(self) -> None:
+        backoff = 0.25
+        while True:
+            pubsub = self.store.subscriber.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                await self.reload()  # whatever changed while not subscribed
+                backoff = 0.25
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await self._one(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("rollout announcements interrupted (%s); resubscribing in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:  # bounded: a cancelled read must not hold the shutdown
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+                except (asyncio.TimeoutError, Exception):
+                    pass
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.reload()
+            except Exception as exc:
+                log.warning("cannot re-read the rollout states: %s", exc)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+
+
+def open_store(settings: Settings):
+    url = settings.control_url
+    return RedisStore(url, settings.jobs_redis_timeout_s) if url else MemoryStore()
+
+
+@asynccontextmanager
+async def open_control(settings: Settings, service) -> AsyncIterator:
+    """The rollout store, with a sync task applying its states to `service`'s routing."""
+    store = open_store(settings)
+    sync = RolloutSync(store, service.set_route, settings.control_refresh_s)
+    try:
+        await sync.start()
+        yield store
+    finally:
+        await sync.stop()
+        await store.close()

@@ -1,0 +1,70 @@
+"""Rollout states shared by three routers through Redis: a change made through
+one is applied by all three, measured; figures to tests/artifacts/rollouts.json."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from devstack.processes import RouterProcess
+from router import keys
+from tests.conftest import ROOT
+
+ADMIN = keys.new_key()
+
+
+@pytest.fixture(scope="module")
+def routers(triton, redis_server, tmp_path_factory):
+    env = {"REDIS_URL": redis_server.url, "API_KEYS": json.dumps([keys.entry("ops", ADMIN, ["admin"], None)]),
+           "ANONYMOUS_SCOPES": "predict", "DEFAULT_MODEL_VERSION": "1", "REQUEST_LOGGING": "false",
+           "RATE_LIMIT": "none", "CONTROL_REFRESH_S": "30"}  # a slow re-read: the announcements must do it
+    workdir = tmp_path_factory.mktemp("rollouts")
+    procs = [RouterProcess(workdir / f"r{n}", triton, env) for n in range(3)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+        import redis
+        redis.Redis.from_url(redis_server.url).delete("control:rollout:digits")
+
+
+def served_version(router, user: str) -> int:
+    response = httpx.post(f"{router.url}/predict/batch", timeout=10, headers={"X-User-ID": user},
+                          json={"model": "digits", "inputs": [{"image_b64": PIXEL}]})
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]["model_version"]
+
+
+def test_a_change_through_one_router_is_applied_by_all(routers):
+    """20 changes alternating the canary of `digits` between 0% and 100%, each made through
+    another router; the time until every router serves accordingly, worst case."""
+    worst = 0.0
+    for n in range(20):
+        percent = 100 if n % 2 == 0 else 0
+        started = time.monotonic()
+        change = httpx.put(f"{routers[n % 3].url}/admin/rollouts/digits", headers={"X-API-Key": ADMIN}, timeout=10,
+                           json={"default_version": 1, "canary_version": 2, "canary_percent": percent})
+        assert change.status_code == 200, change.text
+        assert change.json()["revision"] == n + 1
+        want = 2 if percent == 100 else 1
+        for router in routers:
+            while served_version(router, f"user-{n}") != want:
+                assert time.monotonic() - started < 5, f"router {router.url} did not apply change {n + 1}"
+                time.sleep(0.01)
+        worst = max(worst, time.monotonic() - started)
+    ARTIFACTS = ROOT / "tests" / "artifacts"
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "rollouts.json").write_text(json.dumps({"changes": 20, "routers": 3,
+                                                         "worst_propagation_s": round(worst, 3)}) + "\n")
+    assert worst < 1.0, worst
+    history = httpx.get(f"{routers[1].url}/admin/rollouts/digits", headers={"X-API-Key": ADMIN}).json()["history"]
+    assert [h["revision"] for h in history] == list(range(1, 21)) and {h["by"] for h in history} == {"ops"}
+
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAWk1v8QAAAABJRU5ErkJggg=="
