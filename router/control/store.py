@@ -101,6 +101,7 @@ class RolloutSync:
         self.apply = apply
         self.refresh_s = refresh_s
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
 
     async def start(self) -> None:
         try:
@@ -121,7 +122,7 @@ class RolloutSync:
 
     async def _listen(self) -> None:
         backoff = 0.25
-        while True:
+        while not self._stopping:
             pubsub = self.store.subscriber.pubsub()
             try:
                 await pubsub.subscribe(CHANNEL)
@@ -133,6 +134,10 @@ class RolloutSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # redis-py can turn a cancelled read into a connection error: stopping wins over retrying
+                current = asyncio.current_task()
+                if self._stopping or (current is not None and current.cancelling()):
+                    raise asyncio.CancelledError() from exc
                 log.warning("rollout announcements interrupted (%s); resubscribing in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -143,7 +148,7 @@ class RolloutSync:
                     pass
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.refresh_s)
             try:
                 await self.reload()
@@ -151,6 +156,7 @@ class RolloutSync:
                 log.warning("cannot re-read the rollout states: %s", exc)
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         if self._tasks:
