@@ -83,7 +83,7 @@ class ChildProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self, timeout: float = 15) -> int | None:
+    def stop(self, timeout: float = 30) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -91,8 +91,25 @@ class ChildProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.record_stacks(f"did not stop within {timeout:.0f} s of SIGTERM")
                 self.kill()
         return self.proc.returncode
+
+    def record_stacks(self, why: str) -> None:
+        """Appends the child's Python stacks (py-spy, when installed) to its log,
+        so that a hang seen once can be read afterwards."""
+        spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        with open(self.log, "a") as log:
+            log.write(f"\n--- {self.name} {why} ---\n")
+            if spy is None:
+                log.write("(py-spy is not installed: no stacks)\n")
+                return
+            try:
+                out = subprocess.run([spy, "dump", "--pid", str(self.proc.pid)], capture_output=True, text=True,
+                                     timeout=30)
+                log.write(out.stdout + out.stderr)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.write(f"(py-spy failed: {exc})\n")
 
     def __enter__(self):
         try:

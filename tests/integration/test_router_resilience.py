@@ -170,5 +170,5 @@ def test_lazy_loading_then_triton_stopped(tmp_path):
             health = httpx.get(f"{router.url}/health")
             assert health.status_code == 200 and health.json()["triton"] == "unreachable"
             # a graceful shutdown with Triton gone (uvicorn re-raises SIGTERM once it is done)
-            assert router.stop() in (0, -15)
+            assert router.stop() in (0, -15), router.log.read_text()[-6000:]
             assert "Application shutdown complete." in router.log.read_text()
