@@ -8,6 +8,7 @@ from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+STATUSES = ("idle", "progressing", "paused", "promoted", "rolled_back")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -43,6 +44,27 @@ class Metrics:
                                             "Rate-limit checks counted per process because Redis failed", registry=r)
         self.rejected = Counter("router_rejected_total", "Requests refused at the edge, by reason",
                                 ["reason"], registry=r)
+        self.shadow_requests = Counter("shadow_requests_total", "Requests also run on a shadow version",
+                                       ["model", "version"], registry=r)
+        self.shadow_agreements = Counter("shadow_agreements_total", "Shadow answers that agreed with the served one",
+                                         ["model", "version"], registry=r)
+        self.shadow_errors = Counter("shadow_errors_total", "Shadow calls that failed", ["model", "version"],
+                                     registry=r)
+        self.shadow_skipped = Counter("shadow_skipped_total", "Shadow calls skipped: too many in flight", registry=r)
+        self.rollout_percent = Gauge("rollout_canary_percent", "The canary's share of a model's traffic",
+                                     ["model"], registry=r)
+        self.rollout_step = Gauge("rollout_step", "The step a rollout is at (1-based; 0 when none)",
+                                  ["model"], registry=r)
+        self.rollout_status = Gauge("rollout_status", "1 for a model's current rollout status",
+                                    ["model", "status"], registry=r)
+        self.rollout_revision = Gauge("rollout_revision", "The revision of a model's rollout state",
+                                      ["model"], registry=r)
+        self.rollout_controller = Gauge("rollout_controller", "1 while this process holds the controller's lease",
+                                        registry=r)
+        self.rollout_rollbacks = Counter("rollout_rollbacks_total", "Rollouts rolled back by the controller",
+                                         ["model", "reason"], registry=r)
+        self.rollout_promotions = Counter("rollout_promotions_total", "Rollouts promoted by the controller",
+                                          ["model"], registry=r)
         # plain tallies for /stats
         self._lock = threading.Lock()
         self._total = 0
@@ -68,6 +90,23 @@ class Metrics:
             self._hits += int(hit)
         if self.enabled:
             (self.cache_hits if hit else self.cache_misses).labels(model, str(version)).inc()
+
+    def observe_shadow(self, model: str, version: int, agree: bool | None) -> None:
+        if not self.enabled:
+            return
+        self.shadow_requests.labels(model, str(version)).inc()
+        if agree is None:
+            self.shadow_errors.labels(model, str(version)).inc()
+        elif agree:
+            self.shadow_agreements.labels(model, str(version)).inc()
+
+    def observe_rollout(self, state) -> None:
+        """A model's rollout state, as gauges (every replica sets its own)."""
+        self.rollout_percent.labels(state.model).set(state.canary_percent)
+        self.rollout_step.labels(state.model).set(0 if state.step is None else state.step + 1)
+        self.rollout_revision.labels(state.model).set(state.revision)
+        for status in STATUSES:
+            self.rollout_status.labels(state.model, status).set(int(state.status == status))
 
     def stats(self) -> dict:
         with self._lock:

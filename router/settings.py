@@ -34,8 +34,12 @@ class ModelRoute(BaseModel):
     default_version: int | None = None
     canary_version: int | None = None
     canary_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    shadow_version: int | None = None
+    shadow_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    # The rollout's measurement window each attempt is counted in (None: nothing counted).
+    window: int | None = None
 
-    @field_validator("default_version", "canary_version", mode="before")
+    @field_validator("default_version", "canary_version", "shadow_version", mode="before")
     @classmethod
     def _version(cls, value):
         return parse_version(value)
@@ -120,6 +124,15 @@ class Settings(BaseSettings):
     # Rollout states: CONTROL_REDIS_URL, else the jobs' Redis, else this process only.
     control_redis_url: str | None = None
     control_refresh_s: float = Field(default=5.0, gt=0, description="re-read every state (missed announcements)")
+    # Rollout analysis: one controller at a time (a lease in that Redis), figures from every replica.
+    rollout_tick_s: float = Field(default=0.5, gt=0, le=10, description="how often the controller judges a step")
+    rollout_lease_s: float = Field(default=4.0, ge=1, le=60, description="the controller's lease; takeover within it")
+    rollout_max_holds: int = Field(default=3, ge=1, description="held intervals (too few requests) before a pause")
+    rollout_p99_floor_ms: float = Field(default=5.0, ge=0, description="a canary p99 under this never fails a step")
+    rollout_figures_flush_s: float = Field(default=0.5, gt=0, le=10, description="how often figures reach Redis")
+    rollout_figures_ttl_s: int = Field(default=7 * 86_400, ge=60, description="how long a step's figures are kept")
+    shadow_max_in_flight: int = Field(default=32, ge=1, description="shadow calls at once; more are skipped")
+    shadow_min_cosine: float = Field(default=0.99, ge=-1, le=1, description="tensor outputs agree at this cosine")
 
     default_model: str = "sentiment"
     # The seed's names; they apply to DEFAULT_MODEL.

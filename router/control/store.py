@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
-from router.control.state import Rollout, Split
-from router.settings import ModelRoute, Settings
+from router.control.controller import Controller, LocalLease, RedisLease
+from router.control.figures import Flusher, MemoryFigures, RedisFigures
+from router.control.state import Rollout
+from router.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "control:rollouts"
 PREFIX = "control:rollout:"
+VERDICT = "control:verdict:"
 
-Apply = Callable[[str, ModelRoute], None]
+Apply = Callable[[str, Rollout], None]
+Transition = Callable[[Rollout], Rollout]
 
 
 class MemoryStore:
@@ -29,18 +34,31 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._states: dict[str, Rollout] = {}
+        self._verdicts: dict[str, dict] = {}
 
     async def get(self, model: str) -> Rollout | None:
-        return self._states.get(model)
+        state = self._states.get(model)  # a copy, as Redis gives: the caller may change it
+        return state.model_copy(deep=True) if state is not None else None
 
     async def all(self) -> dict[str, Rollout]:
-        return dict(self._states)
+        return {m: s.model_copy(deep=True) for m, s in self._states.items()}
 
-    async def change(self, model: str, seed: Rollout, change: Split, by: str | None,
-                     reason: str | None) -> Rollout:
-        updated = (self._states.get(model) or seed).apply(change, by, reason)
+    async def update(self, model: str, seed: Rollout, transition: Transition) -> Rollout:
+        updated = transition(self._states.get(model) or seed)
         self._states[model] = updated
         return updated
+
+    async def transition(self, model: str, revision: int, transition: Transition) -> Rollout | None:
+        current = self._states.get(model)
+        if current is None or current.revision != revision:
+            return None
+        return await self.update(model, current, transition)
+
+    async def put_verdict(self, model: str, verdict: dict) -> None:
+        self._verdicts[model] = verdict
+
+    async def verdict(self, model: str) -> dict | None:
+        return self._verdicts.get(model)
 
     async def close(self) -> None:
         pass
@@ -67,9 +85,11 @@ class RedisStore:
         states = (Rollout.model_validate_json(v) for v in values if v)
         return {s.model: s for s in states}
 
-    async def change(self, model: str, seed: Rollout, change: Split, by: str | None,
-                     reason: str | None) -> Rollout:
-        """The next revision, written only if nobody changed the model meanwhile (else retried)."""
+    async def update(self, model: str, seed: Rollout, transition: Transition,
+                     revision: int | None = None) -> Rollout | None:
+        """The next revision, written only if nobody changed the model meanwhile
+        (else done again on what they wrote); with `revision`, only if the stored
+        state is still that revision (else None)."""
         from redis.exceptions import WatchError
 
         key = PREFIX + model
@@ -78,7 +98,10 @@ class RedisStore:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.get(key)
-                    updated = (Rollout.model_validate_json(raw) if raw else seed).apply(change, by, reason)
+                    current = Rollout.model_validate_json(raw) if raw else seed
+                    if revision is not None and (raw is None or current.revision != revision):
+                        return None
+                    updated = transition(current)
                     pipe.multi()
                     pipe.set(key, updated.model_dump_json())
                     pipe.publish(CHANNEL, model)
@@ -86,6 +109,20 @@ class RedisStore:
                     return updated
                 except WatchError:
                     continue
+
+    async def transition(self, model: str, revision: int, transition: Transition) -> Rollout | None:
+        return await self.update(model, None, transition, revision)  # type: ignore[arg-type]
+
+    async def put_verdict(self, model: str, verdict: dict) -> None:
+        import orjson
+
+        await self.client.set(VERDICT + model, orjson.dumps(verdict), ex=86_400)
+
+    async def verdict(self, model: str) -> dict | None:
+        import orjson
+
+        raw = await self.client.get(VERDICT + model)
+        return orjson.loads(raw) if raw else None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -113,12 +150,12 @@ class RolloutSync:
 
     async def reload(self) -> None:
         for model, state in (await self.store.all()).items():
-            self.apply(model, state.route())
+            self.apply(model, state)
 
     async def _one(self, model: str) -> None:
         state = await self.store.get(model)
         if state is not None:
-            self.apply(model, state.route())
+            self.apply(model, state)
 
     async def _listen(self) -> None:
         backoff = 0.25
@@ -168,14 +205,47 @@ def open_store(settings: Settings):
     return RedisStore(url, settings.jobs_redis_timeout_s) if url else MemoryStore()
 
 
+@dataclass
+class Control:
+    """What the admin API works with: the states, the figures, and how a state
+    is applied to this process (its routing and gauges) at once."""
+
+    store: object
+    figures: object
+    apply: Apply
+    flusher: Flusher
+    controller: Controller | None = None
+
+
 @asynccontextmanager
-async def open_control(settings: Settings, service) -> AsyncIterator:
-    """The rollout store, with a sync task applying its states to `service`'s routing."""
+async def open_control(settings: Settings, service, controller: bool = False) -> AsyncIterator[Control]:
+    """The rollout store, with a sync task applying its states to `service`'s
+    routing, the flusher of this process's figures, and (`controller`) a
+    candidate for the controller's lease."""
     store = open_store(settings)
-    sync = RolloutSync(store, service.set_route, settings.control_refresh_s)
+    metrics = service.metrics
+    if isinstance(store, RedisStore):
+        figures = RedisFigures(store.client, settings.rollout_figures_ttl_s)
+        lease = RedisLease(store.client, settings.rollout_lease_s)
+    else:
+        figures, lease = MemoryFigures(), LocalLease()
+
+    def apply(model: str, state: Rollout) -> None:
+        service.set_route(model, state.route())
+        metrics.observe_rollout(state)
+
+    sync = RolloutSync(store, apply, settings.control_refresh_s)
+    flusher = Flusher(service.figures, figures, settings.rollout_figures_flush_s)
+    ctl = Controller(store, figures, lease, service, settings, metrics) if controller else None
     try:
         await sync.start()
-        yield store
+        flusher.start()
+        if ctl is not None:
+            ctl.start()
+        yield Control(store, figures, apply, flusher, ctl)
     finally:
+        if ctl is not None:
+            await ctl.stop()
+        await flusher.stop()
         await sync.stop()
         await store.close()

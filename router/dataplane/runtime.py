@@ -49,7 +49,7 @@ async def open_service(settings: Settings, metrics: Metrics,
         yield service
     finally:
         if service is not None:
-            service.close()  # its image-decoding threads
+            await service.close()  # its shadow calls and image-decoding threads
         await catalog.stop()
         await cache.close()
         if owned:

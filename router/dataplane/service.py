@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from dataclasses import replace
+from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 
@@ -17,7 +18,9 @@ from router.dataplane.cache import Cache, cache_key, jittered_ttl
 from router.dataplane.catalog import Catalog, ModelInfo
 from router.dataplane.gateway import Gateway
 from router.dataplane.inputs import Inputs
-from router.dataplane.routing import Decision, fallback, resolve
+from router.control.figures import Recorder
+from router.dataplane.routing import Decision, fallback, in_canary, resolve
+from router.dataplane.shadow import Shadows, compare_scores
 from router.dataplane.singleflight import SingleFlight
 from router.dataplane.types import Item, Options, Prediction, Scores
 from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, RouterError, TritonUnavailable,
@@ -26,6 +29,8 @@ from router.metrics import Metrics
 from router.settings import ModelRoute, Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class PredictionService:
@@ -39,13 +44,18 @@ class PredictionService:
         self.flights: SingleFlight[list[Scores]] = SingleFlight()
         self._routes: dict[str, ModelRoute] = {}
         self.inputs = Inputs(settings)
+        self.figures = Recorder()
+        self.shadows = Shadows(settings.shadow_max_in_flight, metrics.shadow_skipped.inc)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self.shadows.close()
         self.inputs.close()
 
     def set_route(self, model: str, route: ModelRoute) -> None:
-        """A rollout state changed: this model's split from now on."""
+        """A rollout state changed: this model's split from now on, and the
+        window its figures are counted in."""
         self._routes[model] = route
+        self.figures.window(model, route.window)
 
     def route(self, model: str) -> ModelRoute:
         """The model's split, computed once from settings."""
@@ -144,14 +154,60 @@ class PredictionService:
         decision = self.decide(opts)
         while True:
             try:
-                results = await self._serve(info, decision.version, tensors, top_k, request_id)
+                results = await self.attempt(opts.model, decision.version,
+                                             self._serve(info, decision.version, tensors, top_k, request_id))
                 break
             except RouterError as exc:
                 decision = self._after_failure(opts, decision, exc)
+        if opts.requested_version is None:
+            primary = [scores for scores, _ in results]
+            self.shadow(opts.model, opts.routing_key, decision.version,
+                        lambda version: self._shadow(info, version, tensors, top_k, request_id, primary))
         texts = [item.text if item.image is None else None for item in items]
         return [Prediction(opts.model, decision.version, decision.routed_by, scores, cached, text,
                            decision.requested_version)
                 for (scores, cached), text in zip(results, texts)]
+
+    async def attempt(self, model: str, version: int, work: Awaitable[T]) -> T:
+        """One try of one version, counted in the rollout's figures: its time,
+        and a failure unless the input was at fault."""
+        started = time.perf_counter()
+        try:
+            result = await work
+        except RouterError as exc:
+            if not isinstance(exc, BadRequest):
+                self.figures.attempt(model, version, time.perf_counter() - started, False)
+            raise
+        self.figures.attempt(model, version, time.perf_counter() - started, True)
+        return result
+
+    def shadow(self, model: str, key: str, served: int, work: Callable[[int], Awaitable[None]]) -> None:
+        """Runs `work(shadow_version)` after this answer when the request's key
+        falls in the shadow's share and another version served it."""
+        route = self.route(model)
+        version = route.shadow_version
+        if version is None or route.shadow_percent <= 0 or version == served:
+            return
+        if in_canary(key, route.shadow_percent) and version in self.catalog.snapshot.ready(model):
+            self.shadows.run(lambda: work(version))
+
+    def shadow_result(self, model: str, version: int, comparison) -> None:
+        """One shadow answer compared (or None: it failed), counted everywhere."""
+        if comparison is None:
+            self.figures.shadow(model, version, None)
+        else:
+            self.figures.shadow(model, version, comparison.agree, comparison.max_abs_diff, comparison.cosine)
+        self.metrics.observe_shadow(model, version, None if comparison is None else comparison.agree)
+
+    async def _shadow(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int,
+                      request_id: str | None, primary: list[Scores]) -> None:
+        try:
+            rows = await self._serve(info, version, tensors, top_k, f"{request_id}-shadow" if request_id else None)
+        except RouterError:
+            self.shadow_result(info.name, version, None)
+            return
+        for mine, theirs in zip(primary, rows):
+            self.shadow_result(info.name, version, compare_scores(mine, theirs[0]))
 
     def _after_failure(self, opts: Options, decision: Decision, exc: RouterError) -> Decision:
         """The next version to try, or re-raise. A version Triton calls not

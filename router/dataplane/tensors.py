@@ -20,6 +20,7 @@ from router.dataplane.catalog import ModelInfo, TensorSpec
 from router.dataplane.protocol import DTYPES, InferRequest, Tensor, datatype_of, deserialize_bytes, raw_bytes
 from router.dataplane.routing import Decision
 from router.dataplane.service import PredictionService
+from router.dataplane.shadow import compare_tensors
 from router.dataplane.types import Options
 from router.errors import BadRequest, NotFound, RouterError, VersionUnavailable
 
@@ -103,7 +104,7 @@ async def infer(service: PredictionService, model: str, version: int | None, req
     if version is not None:
         known_version(service, model, version)
         try:
-            outputs, cached = await _serve(service, info, version, request, request_id)
+            outputs, cached = await service.attempt(model, version, _serve(service, info, version, request, request_id))
         except VersionUnavailable:
             service.catalog.mark_unready(model, version)
             raise
@@ -111,10 +112,23 @@ async def infer(service: PredictionService, model: str, version: int | None, req
     decision: Decision = service.decide(opts)
     while True:
         try:
-            outputs, cached = await _serve(service, info, decision.version, request, request_id)
-            return Served(decision.version, decision.routed_by, outputs, cached, decision.requested_version)
+            outputs, cached = await service.attempt(model, decision.version,
+                                                    _serve(service, info, decision.version, request, request_id))
+            break
         except RouterError as exc:
             decision = service._after_failure(opts, decision, exc)
+
+    async def shadow(version: int) -> None:
+        try:
+            theirs, _ = await _serve(service, info, version, request, f"{request_id}-shadow" if request_id else None)
+        except RouterError:
+            service.shadow_result(model, version, None)
+            return
+        service.shadow_result(model, version, compare_tensors(outputs, theirs, bool(info.labels),
+                                                              service.settings.shadow_min_cosine))
+
+    service.shadow(model, routing_key, decision.version, shadow)
+    return Served(decision.version, decision.routed_by, outputs, cached, decision.requested_version)
 
 
 async def _serve(service: PredictionService, info: ModelInfo, version: int, request: InferRequest,

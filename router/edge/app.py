@@ -38,10 +38,10 @@ async def lifespan(app: FastAPI):
     app.state.limiter = RateLimiter(settings, app.state.metrics)
     try:
         async with open_service(settings, app.state.metrics, app.state.gateway) as service, \
-                open_jobs(settings) as store, open_control(settings, service) as rollouts:
+                open_jobs(settings) as store, open_control(settings, service, controller=True) as control:
             app.state.service = service
             app.state.jobs = store
-            app.state.rollouts = rollouts
+            app.state.control = control
             # Everything made at start-up is long-lived: keep it out of the collector's
             # full passes, which otherwise show up as tail-latency pauses under load.
             gc.collect()

@@ -2,53 +2,129 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from typing import Callable
 
-from router.control.state import Change, Rollout
-from router.edge.deps import RecordDep, ServiceDep, require
-from router.edge.schemas import ErrorResponse, parse
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ValidationError
+
+from router.control.figures import live as figures_live
+from router.control.state import Action, Change, Rollout, RolloutConflict, Start
 from router.edge.bodies import read_json_object
+from router.edge.deps import RecordDep, ServiceDep, require
+from router.dataplane.routing import default_version
+from router.edge.schemas import ErrorResponse, parse
 from router.errors import Conflict, InvalidInput, NotFound
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[require("admin")])
 RESPONSES: dict = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 422, 429, 503)}
 
 
-async def _state(request: Request, service, model: str) -> Rollout:
+def _body(schema: type[BaseModel], required: bool = True) -> dict:
+    return {"requestBody": {"required": required, "content": {
+        "application/json": {"schema": schema.model_json_schema()}}}}
+
+
+async def _state(request: Request, service, model: str, live: bool = False) -> Rollout:
     snap = service.catalog.snapshot
     if not snap.knows(model):
         raise NotFound(f"unknown model {model[:100]!r}; available: {', '.join(sorted(snap.states)) or 'none'}")
-    stored = await request.app.state.rollouts.get(model)
-    return stored or Rollout.seed(model, service.settings.route_for(model))
+    store = request.app.state.control.store
+    state = await store.get(model) or Rollout.seed(model, service.settings.route_for(model))
+    if live and state.status == "progressing":  # the controller's latest judgement of this step
+        verdict = await store.verdict(model)
+        if verdict is not None and verdict.get("step") == state.step:
+            state.analysis = state.analysis.model_copy(update={"verdict": verdict})
+    if live and state.live:
+        default = default_version(state.route(), snap.ready(model))
+        figures = await figures_live(request.app.state.control.figures, state, default)
+        state.analysis = state.analysis.model_copy(update={"live": figures})
+    return state
+
+
+def _ready(service, model: str, field: str, version: int | None) -> None:
+    ready = service.catalog.snapshot.ready(model)
+    if version is not None and version not in ready:
+        raise Conflict(f"{field}: {model} v{version} is not READY in Triton (ready: "
+                       f"{', '.join(f'v{v}' for v in sorted(ready)) or 'none'})")
+
+
+async def _transition(request: Request, service, model: str, make: Callable[[Rollout], Rollout]) -> Rollout:
+    """Applies `make` to the stored state as the next revision; this replica
+    applies it at once, the others on the announcement."""
+    control = request.app.state.control
+    current = await _state(request, service, model)
+    try:
+        updated = await control.store.update(model, current, make)
+    except RolloutConflict as exc:
+        raise Conflict(str(exc)) from None
+    except (ValueError, ValidationError) as exc:
+        raise InvalidInput(str(exc).splitlines()[0]) from None
+    control.apply(model, updated)
+    return updated
 
 
 @router.get("/rollouts", summary="Every model's rollout state", response_model=dict[str, Rollout], responses=RESPONSES)
 async def rollouts(request: Request, service: ServiceDep):
-    return {m: await _state(request, service, m) for m in sorted(service.catalog.snapshot.states)}
+    return {m: await _state(request, service, m, live=True) for m in sorted(service.catalog.snapshot.states)}
 
 
-@router.get("/rollouts/{model}", summary="A model's rollout state", response_model=Rollout, responses=RESPONSES)
+@router.get("/rollouts/{model}", summary="A model's rollout state, with the live verdict of its step",
+            response_model=Rollout, responses=RESPONSES)
 async def rollout(model: str, request: Request, service: ServiceDep):
-    return await _state(request, service, model)
+    return await _state(request, service, model, live=True)
 
 
 @router.put("/rollouts/{model}", summary="Set a model's split by hand; every replica applies it within a second",
-            response_model=Rollout, responses=RESPONSES,
-            openapi_extra={"requestBody": {"required": True, "content": {
-                "application/json": {"schema": Change.model_json_schema()}}}})
+            response_model=Rollout, responses=RESPONSES, openapi_extra=_body(Change))
 async def change(model: str, request: Request, service: ServiceDep, record: RecordDep):
     body = parse(Change, await read_json_object(request, service.settings.max_json_depth))
-    current = await _state(request, service, model)
-    ready = service.catalog.snapshot.ready(model)
     for field in ("default_version", "canary_version", "shadow_version"):
-        version = getattr(body, field)
-        if field in body.model_fields_set and version is not None and version not in ready:
-            raise Conflict(f"{field}: {model} v{version} is not READY in Triton (ready: "
-                           f"{', '.join(f'v{v}' for v in sorted(ready)) or 'none'})")
-    try:
-        updated = await request.app.state.rollouts.change(model, current, body, record.key_name, body.reason)
-    except (ValueError, ValidationError) as exc:
-        raise InvalidInput(str(exc).splitlines()[0]) from None
-    service.set_route(model, updated.route())  # this replica at once; the others on the announcement
-    return updated
+        if field in body.model_fields_set:
+            _ready(service, model, field, getattr(body, field))
+    return await _transition(request, service, model, lambda s: s.apply(body, record.key_name, body.reason))
+
+
+@router.post("/rollouts/{model}/start", summary="Start an analysed rollout of a canary version, step by step",
+             response_model=Rollout, responses=RESPONSES, openapi_extra=_body(Start))
+async def start(model: str, request: Request, service: ServiceDep, record: RecordDep):
+    body = parse(Start, await read_json_object(request, service.settings.max_json_depth))
+    _ready(service, model, "canary_version", body.canary_version)
+    return await _transition(request, service, model, lambda s: s.start(body, record.key_name))
+
+
+async def _action(request: Request, service, model: str) -> Action:
+    if not await request.body():
+        return Action()
+    return parse(Action, await read_json_object(request, service.settings.max_json_depth))
+
+
+@router.post("/rollouts/{model}/promote", summary="Make the canary the default now, skipping the remaining steps",
+             response_model=Rollout, responses=RESPONSES, openapi_extra=_body(Action, required=False))
+async def promote(model: str, request: Request, service: ServiceDep, record: RecordDep):
+    body = await _action(request, service, model)
+    current = await _state(request, service, model)
+    _ready(service, model, "canary_version", current.canary_version)
+    return await _transition(request, service, model,
+                             lambda s: s.promote(record.key_name, body.reason or "promoted by hand"))
+
+
+@router.post("/rollouts/{model}/rollback", summary="Send the canary's share back to the default now",
+             response_model=Rollout, responses=RESPONSES, openapi_extra=_body(Action, required=False))
+async def rollback(model: str, request: Request, service: ServiceDep, record: RecordDep):
+    body = await _action(request, service, model)
+    return await _transition(request, service, model,
+                             lambda s: s.rollback(record.key_name, body.reason or "rolled back by hand"))
+
+
+@router.post("/rollouts/{model}/pause", summary="Hold a progressing rollout at its current step",
+             response_model=Rollout, responses=RESPONSES, openapi_extra=_body(Action, required=False))
+async def pause(model: str, request: Request, service: ServiceDep, record: RecordDep):
+    body = await _action(request, service, model)
+    return await _transition(request, service, model, lambda s: s.pause(record.key_name, body.reason))
+
+
+@router.post("/rollouts/{model}/resume", summary="Carry on a paused rollout: its step is watched for a new interval",
+             response_model=Rollout, responses=RESPONSES, openapi_extra=_body(Action, required=False))
+async def resume(model: str, request: Request, service: ServiceDep, record: RecordDep):
+    body = await _action(request, service, model)
+    return await _transition(request, service, model, lambda s: s.resume(record.key_name, body.reason))
