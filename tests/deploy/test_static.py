@@ -7,6 +7,7 @@ here against stand-in programs and secret files."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -31,7 +32,11 @@ K8S = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"
 REDIS_ACL = ROOT / "deploy" / "redis"
 SECRETS = ROOT / "deploy" / "secrets"
-SECRET_NAMES = ("redis_router_password", "redis_jobs_password", "redis_admin_password", "triton_admin_key")
+SECRET_NAMES = ("redis_router_password", "redis_jobs_password", "redis_admin_password", "triton_admin_key",
+                "router_api_keys")
+# Each secret's file in deploy/secrets/ (Compose mounts it at /run/secrets/<name>).
+SECRET_FILES = {name: name for name in SECRET_NAMES} | {"router_api_keys": "router_api_keys.json"}
+API_KEYS_FILE = "/run/secrets/router_api_keys"
 ADMIN_HEADER = "triton-admin-key"
 # Triton's restricted API groups (--http-restricted-api / --grpc-restricted-protocol).
 TRITON_API_GROUPS = {"health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
@@ -46,15 +51,54 @@ def _script(service: str) -> str:
     return command[2].replace("$$", "$")
 
 
+def _api_keys_file(path: Path) -> str:
+    """An API_KEYS_FILE as deploy/make-secrets.sh makes it: one admin key `ops`; returns the key."""
+    from router import keys
+
+    key = keys.new_key()
+    path.write_text(json.dumps([keys.entry("ops", key, ["admin"], None)]))
+    return key
+
+
 def _fake_secrets(tmp_path: Path) -> dict[str, str]:
-    """Secret files as `openssl rand -hex 32 > file` makes them (with a newline)."""
+    """Secret files as `openssl rand -hex 32 > file` makes them (with a newline),
+    named as Compose mounts them; the API keys' file holds an entry."""
     folder = tmp_path / "secrets"
     folder.mkdir()
     values = {}
     for name in SECRET_NAMES:
+        if name == "router_api_keys":
+            _api_keys_file(folder / name)
+            values[name] = (folder / name).read_text()
+            continue
         values[name] = hashlib.sha256(name.encode()).hexdigest()
         (folder / name).write_text(values[name] + "\n")
     return values
+
+
+def _settings_from(env: dict[str, str], api_keys_file: Path, monkeypatch):
+    """The router's Settings from a service's environment, its API_KEYS_FILE at `api_keys_file`."""
+    from router.settings import Settings
+
+    for name in [n for n in os.environ if n.upper() in ("API_KEYS", "API_KEYS_FILE", "ANONYMOUS_SCOPES",
+                                                         "METRICS_PUBLIC")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    assert env["API_KEYS_FILE"] == API_KEYS_FILE
+    monkeypatch.setenv("API_KEYS_FILE", str(api_keys_file))
+    return Settings(_env_file=None)
+
+
+def _check_keys_from_the_file(settings, admin_key: str) -> None:
+    """Keys on, the file's admin key is `ops` with the admin scope, and anonymous
+    requests may predict and be scraped, never administer or submit jobs."""
+    from router.edge.auth import KeyRing
+
+    ring = KeyRing.from_settings(settings)
+    assert settings.auth_enabled and ring.enabled
+    assert ring.authenticate(admin_key).name == "ops" and "admin" in ring.authenticate(admin_key).scopes
+    assert settings.anonymous() == {"predict", "metrics"}
 
 
 def _run_with_fakes(tmp_path: Path, text: str, programs: list[str]) -> subprocess.CompletedProcess:
@@ -344,14 +388,15 @@ def test_compose_commands_never_interpolate_the_host_environment():
 def test_compose_secrets_are_files_in_the_ignored_folder():
     kust = yaml.safe_load((SECRETS / "kustomization.yaml").read_text())
     generated = {f for gen in kust["secretGenerator"] for f in gen["files"]}
-    assert set(COMPOSE["secrets"]) == generated == set(SECRET_NAMES)
+    assert set(COMPOSE["secrets"]) == set(SECRET_NAMES) and generated == set(SECRET_FILES.values())
     for name, secret in COMPOSE["secrets"].items():
-        assert secret == {"file": f"./deploy/secrets/{name}"}
+        assert secret == {"file": f"./deploy/secrets/{SECRET_FILES[name]}"}
     used = {s for service in SERVICES.values() for s in service.get("secrets", [])}
     assert used == set(SECRET_NAMES)
+    keys = {"redis_router_password", "redis_jobs_password", "triton_admin_key", "router_api_keys"}
     wanted = {"triton": {"triton_admin_key"},
-              "router": {"redis_router_password", "redis_jobs_password", "triton_admin_key"},
-              "worker": {"redis_router_password", "redis_jobs_password", "triton_admin_key"},
+              "router": keys,
+              "worker": keys,
               "redis": {"redis_router_password", "redis_admin_password"},
               "redis-jobs": {"redis_jobs_password", "redis_admin_password"}}
     assert {n: set(s["secrets"]) for n, s in SERVICES.items() if s.get("secrets")} == wanted
@@ -369,6 +414,24 @@ def test_router_and_worker_get_their_secret_settings_from_the_files(tmp_path, se
     assert env["JOBS_REDIS_URL"] == f"redis://jobs:{values['redis_jobs_password']}@redis-jobs:6379/0"
     assert env["TRITON_ADMIN_KEY"] == values["triton_admin_key"]
     assert SERVICES[service]["environment"]["TRITON_ADMIN_HEADER"] == ADMIN_HEADER
+
+
+@pytest.mark.parametrize("service", ["router", "worker"])
+def test_compose_router_and_worker_take_their_api_keys_from_the_secret(tmp_path, monkeypatch, service):
+    env = SERVICES[service]["environment"]
+    assert env["API_KEYS_FILE"] == API_KEYS_FILE and "router_api_keys" in SERVICES[service]["secrets"]
+    assert "API_KEYS" not in env  # entries only in the secret file
+    assert env["ANONYMOUS_SCOPES"] == SERVICES["router"]["environment"]["ANONYMOUS_SCOPES"]
+    key = _api_keys_file(tmp_path / "router_api_keys")
+    _check_keys_from_the_file(_settings_from(env, tmp_path / "router_api_keys", monkeypatch), key)
+
+
+@pytest.mark.parametrize("service", ["router", "worker"])
+def test_a_missing_api_keys_file_stops_the_router_at_start(tmp_path, monkeypatch, service):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="API_KEYS_FILE"):
+        _settings_from(SERVICES[service]["environment"], tmp_path / "absent", monkeypatch)
 
 
 @pytest.mark.parametrize("service,program", [("router", "python"), ("worker", "python"), ("triton", "tritonserver")])
@@ -457,6 +520,31 @@ def test_kubernetes_router_and_worker_get_secret_urls_and_the_admin_key(name):
     assert not {"REDIS_URL", "JOBS_REDIS_URL", "TRITON_ADMIN_KEY"} & set(config["data"])
 
 
+@pytest.mark.parametrize("name", ["router", "worker"])
+def test_kubernetes_router_and_worker_take_their_api_keys_from_the_secret(tmp_path, monkeypatch, name):
+    docs = _kustomize(K8S / "base")
+    pod = _workloads(docs)[name]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "router")["data"]
+    assert {"configMapRef": {"name": "router"}} in container["envFrom"]
+    assert config["API_KEYS_FILE"] == API_KEYS_FILE
+    assert config["ANONYMOUS_SCOPES"] == SERVICES["router"]["environment"]["ANONYMOUS_SCOPES"]
+    assert "API_KEYS" not in config and not [v for v in container.get("env", []) if v["name"].startswith("API_KEYS")]
+    # the file: one item of the router-api-keys Secret, mounted read-only where API_KEYS_FILE points
+    folder, file = API_KEYS_FILE.rsplit("/", 1)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == folder]
+    assert mount.get("readOnly") is True and "subPath" not in mount  # a subPath mount never sees an update
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])["secret"]
+    assert volume == {"secretName": "router-api-keys", "defaultMode": 0o440,
+                      "items": [{"key": "router_api_keys.json", "path": file}]}
+    # 0440, root-owned: readable through the pod's fsGroup, which is the container's group
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    kust = yaml.safe_load((SECRETS / "kustomization.yaml").read_text())
+    assert {"name": "router-api-keys", "type": "Opaque", "files": ["router_api_keys.json"]} in kust["secretGenerator"]
+    key = _api_keys_file(tmp_path / "router_api_keys.json")
+    _check_keys_from_the_file(_settings_from(config, tmp_path / "router_api_keys.json", monkeypatch), key)
+
+
 # --- Redis: ACL users from secrets, default user off --------------------------------------
 
 def _acl_users(template: str) -> dict[str, list[str]]:
@@ -474,15 +562,16 @@ def _placeholders(template: str) -> set[str]:
     return {w[2:-1] for rules in _acl_users(template).values() for w in rules if w.startswith("#{")}
 
 
-def _acl_scopes(rules: list[str]) -> list[tuple[set[str], set[str]]]:
-    """(key patterns, allowed commands) of the root permissions and of each selector."""
+def _acl_scopes(rules: list[str]) -> list[tuple[set[str], set[str], set[str]]]:
+    """(key patterns, allowed commands, channel patterns) of the root permissions and of each selector."""
     text = " ".join(rules)
     selectors = re.findall(r"\(([^)]*)\)", text)
     scopes = []
     for part in [re.sub(r"\([^)]*\)", "", text)] + selectors:
         words = part.split()
         scopes.append(({w[1:] for w in words if w.startswith("~")},
-                       {w[1:] for w in words if w.startswith("+")}))
+                       {w[1:] for w in words if w.startswith("+")},
+                       {w[1:] for w in words if w.startswith("&")}))
     return scopes
 
 
@@ -506,7 +595,8 @@ def test_redis_router_user_is_limited_to_the_cache_and_rate_limit_keys():
     rules = users["router"]
     assert rules[1] == "#{redis_router_password}" and "-@all" in rules and "resetchannels" in rules
     assert not [w for w in rules if w.startswith(("+@", "&", "%"))]
-    (root_keys, root_cmds), (limit_keys, limit_cmds) = _acl_scopes(rules)
+    (root_keys, root_cmds, root_channels), (limit_keys, limit_cmds, limit_channels) = _acl_scopes(rules)
+    assert not root_channels and not limit_channels
     assert root_keys == {"pred:*"} and root_cmds == {"get", "mget", "set", "ping", "client|setinfo"}
     # the rate limiter: `limits`'s Redis storage under CACHE_NAMESPACE:ratelimit, its
     # sliding-window counter scripts (GET, SET PX, PTTL, RENAME, EXISTS, INCRBY) and clear (DEL)
@@ -525,15 +615,23 @@ def test_redis_jobs_user_is_limited_to_the_job_keys():
     assert set(users) == {"default", "admin", "jobs"}
     rules = users["jobs"]
     assert rules[1] == "#{redis_jobs_password}" and "-@all" in rules and "resetchannels" in rules
-    assert not [w for w in rules if w.startswith(("+@", "&", "%", "("))]
-    ((keys, commands),) = _acl_scopes(rules)
-    assert keys == {"jobs:*"}
+    assert not [w for w in rules if w.startswith(("+@", "%", "&*", "(&*", "~*", "(~*"))]
+    (keys, commands, channels), (control_keys, control_commands, control_channels) = _acl_scopes(rules)
+    assert keys == {"jobs:*"} and not channels
     # router/jobs/store.py: the submit script (HMGET, EXISTS, XLEN, XGROUP CREATE, HSET, EXPIRE,
     # XADD), reads and claims, MULTI/EXEC pipelines, the worker's trim of acknowledged entries
     assert {"hmget", "exists", "xlen", "xgroup|create", "hset", "expire", "xadd", "xreadgroup", "xautoclaim",
             "xack", "xdel", "hincrby", "hdel", "xinfo|groups", "xpending", "xtrim", "multi", "exec",
             "evalsha", "script|load", "ping"} <= commands
     assert not DANGEROUS & commands
+    # router/control/: rollout states under WATCH/MULTI/EXEC, read with SCAN and MGET, announced on
+    # one channel; figures as hash counters with a TTL; the controller's lease scripts. Only control:*.
+    assert control_keys == {"control:*"} and control_channels == {"control:rollouts"}
+    assert control_commands == {"get", "set", "mget", "scan", "watch", "unwatch", "publish", "subscribe",
+                                "unsubscribe", "hincrby", "hincrbyfloat", "hgetall", "expire", "pexpire", "del",
+                                "eval", "evalsha"}
+    # SCAN names every key of the instance (it takes none): jobs:* and control:*, both this user's
+    assert DANGEROUS & control_commands == {"scan", "publish", "subscribe"}
 
 
 @pytest.mark.parametrize("service,template", [("redis", "cache.acl"), ("redis-jobs", "jobs.acl")])
@@ -747,6 +845,53 @@ def test_network_policy_selectors_match_the_workloads():
     assert ports["redis"] == ports["redis-jobs"] == {6379}
 
 
+# --- The secret files: deploy/make-secrets.sh ---------------------------------------------
+
+def _make_secrets(folder: Path) -> subprocess.CompletedProcess:
+    out = subprocess.run(["sh", str(ROOT / "deploy" / "make-secrets.sh"), str(folder)],
+                         env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_make_secrets_makes_every_secret_file_once(tmp_path, monkeypatch):
+    folder = tmp_path / "secrets"
+    _make_secrets(folder)
+    made = {f.name: f.read_text() for f in folder.iterdir()}
+    assert set(made) == set(SECRET_FILES.values()) | {"router_admin_key"}
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    for name in made:  # Compose mounts the host files: the containers' users read them; the admin key stays private
+        want = "0o600" if name == "router_admin_key" else "0o644"
+        assert oct((folder / name).stat().st_mode & 0o777) == want, name
+    passwords = [made[SECRET_FILES[n]] for n in SECRET_NAMES if n != "router_api_keys"]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", p) for p in passwords) and len(set(passwords)) == len(passwords)
+    key = made["router_admin_key"]
+    assert re.fullmatch(r"rk_[A-Za-z0-9_-]{43}", key)
+    assert json.loads(made["router_api_keys.json"]) == [
+        {"name": "ops", "key_sha256": hashlib.sha256(key.encode()).hexdigest(), "scopes": ["admin"]}]
+    assert key not in made["router_api_keys.json"]
+    _check_keys_from_the_file(_settings_from(SERVICES["router"]["environment"], folder / "router_api_keys.json",
+                                             monkeypatch), key)
+    # again: nothing is remade, so the deployed secrets and the operator's key stay valid
+    _make_secrets(folder)
+    assert {f.name: f.read_text() for f in folder.iterdir()} == made
+    # the admin key itself reaches no container
+    kust = yaml.safe_load((SECRETS / "kustomization.yaml").read_text())
+    assert "router_admin_key" not in {f for gen in kust["secretGenerator"] for f in gen["files"]}
+    assert "./deploy/secrets/router_admin_key" not in {s["file"] for s in COMPOSE["secrets"].values()}
+
+
+def test_make_secrets_keeps_what_exists(tmp_path):
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "redis_admin_password").write_text("chosen-by-the-operator")
+    (folder / "router_api_keys.json").write_text("[]")
+    _make_secrets(folder)
+    assert (folder / "redis_admin_password").read_text() == "chosen-by-the-operator"
+    assert (folder / "router_api_keys.json").read_text() == "[]"
+    assert not (folder / "router_admin_key").exists()  # no key made for a file it did not write
+
+
 # --- No secret in the repository ----------------------------------------------------------
 
 def _committable(*paths: str) -> list[Path]:
@@ -775,8 +920,25 @@ def test_no_secret_value_is_committed():
                 assert not (isinstance(doc, dict) and doc.get("kind") == "Secret"), f"{rel}: a Secret manifest"
 
 
+def test_no_api_key_or_key_entry_is_committed():
+    """Nowhere in the repository: a key as `python -m router.keys` makes it, an API_KEYS entry
+    with a real hash, or a file named like the API keys' secret files."""
+    files = _committable(".")
+    assert files
+    for path in files:
+        rel = path.relative_to(ROOT)
+        assert not re.fullmatch(r"router_api_keys.*|router_admin_key.*", path.name), rel
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue  # models and images
+        assert not re.search(r"(?<![A-Za-z0-9_])rk_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])", text), f"{rel}: an API key"
+        assert not re.search(r"key_sha256[\"']?\s*[:=]\s*[\"']?[0-9a-fA-F]{64}", text), f"{rel}: an API_KEYS entry"
+
+
 def test_secret_files_are_git_ignored():
-    paths = [f"deploy/secrets/{name}" for name in SECRET_NAMES] + ["deploy/secrets/anything-else"]
+    paths = ([f"deploy/secrets/{name}" for name in sorted(set(SECRET_NAMES) | set(SECRET_FILES.values()))]
+             + ["deploy/secrets/router_admin_key", "deploy/secrets/anything-else"])
     out = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
     assert sorted(out.stdout.split()) == sorted(paths)
     out = subprocess.run(["git", "check-ignore", "--no-index", "deploy/secrets/kustomization.yaml"], cwd=ROOT,
@@ -812,10 +974,13 @@ def test_kubectl_kustomize_builds_what_the_tests_render(overlay):
 
 @pytest.mark.skipif(not KUBECTL, reason="kubectl not installed")
 def test_the_secrets_kustomization_makes_what_the_manifests_reference(tmp_path):
+    """From what deploy/make-secrets.sh makes: every Secret the workloads mount or read, and no more."""
     shutil.copy(SECRETS / "kustomization.yaml", tmp_path)
-    for name in SECRET_NAMES:
-        (tmp_path / name).write_text("x" * 64)
+    _make_secrets(tmp_path)
     secrets = {d["metadata"]["name"]: d for d in _kubectl_kustomize(tmp_path)}
+    values = {base64.b64decode(v).decode() for doc in secrets.values() for v in doc["data"].values()}
+    assert (tmp_path / "router_admin_key").read_text() not in values  # the admin key itself stays out
+    assert (tmp_path / "router_api_keys.json").read_text() in values
     for doc in secrets.values():
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         assert doc["kind"] == "Secret" and doc["metadata"]["namespace"] == "triton-canary"
