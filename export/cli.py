@@ -1,4 +1,5 @@
-"""`python -m export`: build, list and validate versions in the model repository."""
+"""`python -m export`: build, list and validate versions in the model repository, and roll them out
+through the router (promote, rollback, status)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from export import promote as rollouts
 from export.constants import INSTANCE_KINDS
 from export.errors import ExportError, UsageError
 
@@ -60,10 +62,49 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="versions and their metadata, as a table")
     lst.add_argument("model", nargs="?")
     sub.add_parser("validate", help="check every config and model file")
+    _rollout_parsers(sub)
     return parser
 
 
-def parse_args(argv: Sequence[str]) -> tuple[str, BuildRequest | RepositoryArgs, bool]:
+def _rollout_parsers(sub) -> None:
+    router = dict(metavar="URL", help="the router (default: $ROUTER_URL or http://localhost:8080); "
+                                      "the admin key comes from $ROUTER_API_KEY")
+    promote = sub.add_parser("promote", argument_default=argparse.SUPPRESS,
+                             help="load a version in Triton, then roll it out step by step through the router",
+                             description="Exit 0 when promoted, 3 when rolled back (or refused by the shadow "
+                                         "check), 4 when paused, 1 on errors.")
+    promote.add_argument("model")
+    promote.add_argument("version", type=rollouts.version_arg, help="3 or v3")
+    promote.add_argument("--steps", metavar="PERCENTS", type=rollouts.steps_arg,
+                         help="canary percents, comma-separated (router default: 5,25,50,100)")
+    promote.add_argument("--interval", metavar="SECONDS", type=rollouts.seconds_arg,
+                         help="seconds per step (router default: 30)")
+    promote.add_argument("--min-requests", metavar="N", type=int,
+                         help="canary requests a step needs (router default: 100)")
+    promote.add_argument("--max-error-rate", metavar="RATE", type=rollouts.fraction_arg,
+                         help="canary error rate, 0-1 (router default: 0.01)")
+    promote.add_argument("--max-p99-ratio", metavar="RATIO", type=float,
+                         help="canary p99 / default p99 (router default: 1.5)")
+    promote.add_argument("--min-agreement", metavar="FRACTION", type=rollouts.fraction_arg,
+                         help="shadow agreement, 0-1: checked after --shadow, and by the router at each step")
+    promote.add_argument("--shadow", metavar="SECONDS", type=rollouts.seconds_arg,
+                         help="mirror every request to the version this long before the first step")
+    promote.add_argument("--router", **router)
+    promote.add_argument("--triton", metavar="URL",
+                         help="Triton's HTTP address (default: $TRITON_HTTP_URL or http://localhost:8000)")
+    promote.add_argument("--no-wait", action="store_true", help="start the rollout and exit")
+    rollback = sub.add_parser("rollback", argument_default=argparse.SUPPRESS,
+                              help="stop a model's rollout: all traffic back to its default version")
+    rollback.add_argument("model")
+    rollback.add_argument("--router", **router)
+    rollback.add_argument("--reason", help="kept in the rollout's history")
+    status = sub.add_parser("status", argument_default=argparse.SUPPRESS, help="rollout states, as a table")
+    status.add_argument("model", nargs="?")
+    status.add_argument("--router", **router)
+    status.add_argument("--json", dest="as_json", action="store_true", help="the states as the router answers them")
+
+
+def parse_args(argv: Sequence[str]) -> tuple[str, BuildRequest | RepositoryArgs | rollouts.Args, bool]:
     """The command, the request it acts on, and whether to hide progress lines."""
     fields = vars(_parser().parse_args(list(argv)))
     command, quiet = fields.pop("command"), fields.pop("quiet", False)
@@ -71,6 +112,11 @@ def parse_args(argv: Sequence[str]) -> tuple[str, BuildRequest | RepositoryArgs,
         from export.build import BuildRequest
 
         return command, BuildRequest(**fields), quiet
+    if command in ("rollback", "status"):
+        fields.pop("repository")
+        return command, (rollouts.RollbackArgs if command == "rollback" else rollouts.StatusArgs)(**fields), quiet
+    if command == "promote":
+        return command, rollouts.PromoteArgs(**fields), quiet
     return command, RepositoryArgs(**fields), quiet
 
 
@@ -136,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command, request, quiet = parse_args(sys.argv[1:] if argv is None else argv)
         if command == "build":
             return cmd_build(request, quiet)
-        return {"list": cmd_list, "validate": cmd_validate}[command](request)
+        commands = {"list": cmd_list, "validate": cmd_validate, "promote": rollouts.promote,
+                    "rollback": rollouts.rollback, "status": rollouts.status}
+        return commands[command](request)
     except ExportError as exc:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)

@@ -68,7 +68,7 @@ def _check_version(model_dir: Path, version_dir: Path, config: mc.ModelConfig) -
     return problems
 
 
-def _check_model(model_dir: Path) -> list[str]:
+def check_model(model_dir: Path) -> list[str]:
     name = model_dir.name
     try:
         config = read_config(model_dir)
@@ -114,7 +114,7 @@ def validate(repo: Path) -> tuple[int, int, list[str]]:
     problems: list[str] = []
     versions = 0
     for model_dir in models:
-        problems += _check_model(model_dir)
+        problems += check_model(model_dir)
         versions += sum(1 for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     if not models:
         problems.append(f"model repository {repo} holds no models")

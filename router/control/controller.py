@@ -122,8 +122,9 @@ def judge(policy: Policy, percent: float, canary: VersionFigures, default: Versi
 
 
 class Controller:
-    def __init__(self, store, figures, lease, service, settings, metrics) -> None:
+    def __init__(self, store, figures, lease, service, settings, metrics, apply=None) -> None:
         self.store = store
+        self.apply = apply  # a new state to this process's routing at once (the others: the announcement)
         self.figures = figures
         self.lease = lease
         self.service = service
@@ -212,19 +213,24 @@ class Controller:
             return None
         if judgement.result == "breach":
             reason = f"{judgement.gate}: {judgement.reason}"
-            updated = await self.store.transition(model, state.revision,
-                                                  lambda s: s.rollback(None, reason, verdict, now))
+            updated = await self._move(model, state.revision, lambda s: s.rollback(None, reason, verdict, now))
             if updated is not None:
                 self.metrics.rollout_rollbacks.labels(model, judgement.gate).inc()
                 log.warning("rollout of %s v%s rolled back at %g%%: %s", model, state.canary_version,
                             state.canary_percent, reason)
             return updated
         if judgement.result == "hold":
-            return await self.store.transition(
-                model, state.revision, lambda s: s.hold(verdict, self.settings.rollout_max_holds, now))
-        updated = await self.store.transition(model, state.revision, lambda s: s.advance(verdict, now))
+            return await self._move(model, state.revision,
+                                    lambda s: s.hold(verdict, self.settings.rollout_max_holds, now))
+        updated = await self._move(model, state.revision, lambda s: s.advance(verdict, now))
         if updated is not None and updated.status == "promoted":
             self.metrics.rollout_promotions.labels(model).inc()
             log.info("rollout of %s promoted v%s to default after %d steps", model, state.canary_version,
                      len(state.steps))
+        return updated
+
+    async def _move(self, model: str, revision: int, transition) -> Rollout | None:
+        updated = await self.store.transition(model, revision, transition)
+        if updated is not None and self.apply is not None:
+            self.apply(model, updated)
         return updated

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PREFIX = "control:figures:"
+FLOAT_FIELDS = (":sd", ":sc")
 
 # Latency buckets: 0.1 ms to about 60 s, 12 per factor of ten (each about 21% wider than
 # the last), so that a p99 read from them is within about 10% of the exact one.
@@ -205,10 +206,10 @@ class RedisFigures:
             for (model, window), fields in batch.items():
                 k = key(model, window)
                 for field, value in fields.items():
-                    if float(value).is_integer():
-                        pipe.hincrby(k, field, int(value))
-                    else:
+                    if field.endswith(FLOAT_FIELDS):  # sums of differences and cosines
                         pipe.hincrbyfloat(k, field, value)
+                    else:  # counts
+                        pipe.hincrby(k, field, int(value))
                 pipe.expire(k, self.ttl_s)
             await pipe.execute()
 

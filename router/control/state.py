@@ -123,7 +123,8 @@ class Rollout(BaseModel):
     def seed(cls, model: str, route: ModelRoute) -> "Rollout":
         """The state a model has before any change: its settings (revision 0)."""
         return cls(model=model, default_version=route.default_version, canary_version=route.canary_version,
-                   canary_percent=route.canary_percent)
+                   canary_percent=route.canary_percent, shadow_version=route.shadow_version,
+                   shadow_percent=route.shadow_percent)
 
     def route(self) -> ModelRoute:
         return ModelRoute(default_version=self.default_version, canary_version=self.canary_version,
@@ -148,6 +149,9 @@ class Rollout(BaseModel):
             update.update(window=revision, window_started_at=now)
         updated = self.model_copy(update=update, deep=True)
         Rollout._check(updated)
+        if updated.window != self.window and updated.status in ("progressing", "paused") \
+                and updated.window not in updated.windows:
+            updated.windows = [*updated.windows, updated.window]  # the rollout's figures include it
         entry = {"revision": revision, "at": round(now, 3), "by": by, "action": action,
                  "set": {k: v for k, v in fields.items() if k in SHOWN}}
         if reason:
@@ -158,8 +162,9 @@ class Rollout(BaseModel):
     def apply(self, change: Split, by: str | None, reason: str | None) -> "Rollout":
         """A change by hand (PUT)."""
         fields = change.model_dump(exclude_unset=True, exclude={"reason"})
-        if self.status == "progressing" and {"default_version", "canary_version", "canary_percent"} & set(fields):
-            raise RolloutConflict(f"a rollout of {self.model} is progressing: pause or roll it back first")
+        if self.status in ("progressing", "paused") and \
+                {"default_version", "canary_version", "canary_percent"} & set(fields):
+            raise RolloutConflict(f"a rollout of {self.model} is {self.status}: promote or roll it back first")
         if {"default_version", "canary_version", "canary_percent"} & set(fields) and self.status in ("promoted",
                                                                                                     "rolled_back"):
             fields["status"] = "idle"
@@ -195,7 +200,6 @@ class Rollout(BaseModel):
         updated = self.next({"step": step, "canary_percent": self.steps[step], "holds": 0,
                              "step_deadline": now + self.analysis.policy.interval_s,
                              "analysis": self._with(verdict)}, None, verdict.get("reason"), "step", now)
-        updated.windows = [*self.windows, updated.window]
         return updated
 
     def hold(self, verdict: dict, max_holds: int, now: float | None = None) -> "Rollout":
@@ -224,7 +228,6 @@ class Rollout(BaseModel):
         updated = self.next({"status": "progressing", "holds": 0, "reason": None, "window": self.revision + 1,
                              "window_started_at": now, "step_deadline": now + self.analysis.policy.interval_s},
                             by, reason, "resume", now)
-        updated.windows = [*self.windows, updated.window]
         return updated
 
     def rollback(self, by: str | None, reason: str, verdict: dict | None = None,

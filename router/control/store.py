@@ -236,7 +236,7 @@ async def open_control(settings: Settings, service, controller: bool = False) ->
 
     sync = RolloutSync(store, apply, settings.control_refresh_s)
     flusher = Flusher(service.figures, figures, settings.rollout_figures_flush_s)
-    ctl = Controller(store, figures, lease, service, settings, metrics) if controller else None
+    ctl = Controller(store, figures, lease, service, settings, metrics, apply) if controller else None
     try:
         await sync.start()
         flusher.start()

@@ -6,14 +6,12 @@ traffic from threads. Figures to tests/artifacts/rollout_analysis.json."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import numpy as np

@@ -67,4 +67,29 @@ def test_a_change_through_one_router_is_applied_by_all(routers):
     assert [h["revision"] for h in history] == list(range(1, 21)) and {h["by"] for h in history} == {"ops"}
 
 
+def test_a_users_assignment_never_moves_back_while_the_percent_rises(routers):
+    """1,000 user ids over 5 -> 25 -> 50 -> 100%, each step set through one router and
+    every id asked of another: once on the canary, a user stays there."""
+    users = [f"user-{n}" for n in range(1000)]
+    seen: dict[str, list[int]] = {u: [] for u in users}
+    with httpx.Client(timeout=10) as client:
+        for step, percent in enumerate((5, 25, 50, 100)):
+            change = client.put(f"{routers[step % 3].url}/admin/rollouts/digits", headers={"X-API-Key": ADMIN},
+                                json={"default_version": 1, "canary_version": 2, "canary_percent": percent})
+            assert change.status_code == 200, change.text
+            time.sleep(1.2)  # every router has applied it (measured above: well under a second)
+            for n, user in enumerate(users):
+                response = client.post(f"{routers[(n + step + 1) % 3].url}/predict/batch",
+                                       headers={"X-User-ID": user},
+                                       json={"model": "digits", "inputs": [{"image_b64": PIXEL}]})
+                assert response.status_code == 200, response.text
+                seen[user].append(response.json()["results"][0]["model_version"])
+    moved_back = [u for u, versions in seen.items() if any(a == 2 and b == 1 for a, b in zip(versions, versions[1:]))]
+    assert moved_back == []
+    on_canary = [sum(v[step] == 2 for v in seen.values()) / len(users) for step in range(4)]
+    assert on_canary[-1] == 1.0
+    for share, percent in zip(on_canary, (5, 25, 50)):
+        assert abs(share - percent / 100) < 0.05, on_canary
+
+
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAWk1v8QAAAABJRU5ErkJggg=="
