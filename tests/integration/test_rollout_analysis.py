@@ -6,8 +6,11 @@ traffic from threads. Figures to tests/artifacts/rollout_analysis.json."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +27,8 @@ from router import keys
 from tests.conftest import MODEL_REPOSITORY, ROOT, free_port
 
 ADMIN = keys.new_key()
+TEXTS = [f"review {n}: " + ("great and fun" if n % 3 else "dull, slow and far too long") + " " * (n % 7)
+         + ("but the ending was weak" if n % 5 == 0 else "") for n in range(120)]
 PREDICT = keys.new_key()
 ARTIFACT = ROOT / "tests" / "artifacts" / "rollout_analysis.json"
 
@@ -118,12 +123,24 @@ def reset(routers, model: str = "flaky", default: int = 1) -> None:
     assert response.status_code == 200, response.text
 
 
-class Traffic:
-    """Client threads sending /v2 inferences of `flaky` with random inputs (no
-    cache hits) and random user ids to the live routers, counting statuses."""
+def flaky_request(client: httpx.Client, router, rng, n: int) -> httpx.Response:
+    body = {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "data": rng.random(4).round(4).tolist()}]}
+    return client.post(f"{router.url}/v2/models/flaky/infer", json=body, headers={"X-User-ID": uuid.uuid4().hex})
 
-    def __init__(self, routers, threads: int = 6) -> None:
+
+def sentiment_request(client: httpx.Client, router, rng, n: int) -> httpx.Response:
+    return client.post(f"{router.url}/predict", json={"text": TEXTS[n % len(TEXTS)], "model": "sentiment"},
+                       headers={"X-User-ID": uuid.uuid4().hex})
+
+
+class Traffic:
+    """Client threads sending requests (by default /v2 inferences of `flaky`
+    with random inputs: no cache hits) with random user ids to the live
+    routers, counting statuses."""
+
+    def __init__(self, routers, threads: int = 6, send=flaky_request) -> None:
         self.routers = list(routers)
+        self.send = send
         self.statuses: Counter[int] = Counter()
         self.versions: Counter[str] = Counter()
         self.failures: list[str] = []
@@ -138,11 +155,8 @@ class Traffic:
                 routers = self.routers
                 router = routers[(n + i) % len(routers)]
                 i += 1
-                body = {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4],
-                                    "data": rng.random(4).round(4).tolist()}]}
                 try:
-                    r = client.post(f"{router.url}/v2/models/flaky/infer", json=body,
-                                    headers={"X-User-ID": uuid.uuid4().hex})
+                    r = self.send(client, router, rng, n * 100_000 + i)
                 except httpx.HTTPError as exc:
                     if router in self.routers:
                         self.failures.append(f"{router.url}: {exc!r}")
@@ -300,8 +314,7 @@ def test_shadow_agreement_equals_the_agreement_computed_directly(stack):
     from router.dataplane.preprocess import text_tensor
 
     routers, _, triton = stack
-    texts = [f"review {n}: " + ("great and fun" if n % 3 else "dull, slow and far too long") + " " * (n % 7)
-             + ("but the ending was weak" if n % 5 == 0 else "") for n in range(120)]
+    texts = TEXTS
     reset(routers, model="sentiment", default=2)
     response = admin(routers[0], "PUT", "/sentiment", json={"shadow_version": 1, "shadow_percent": 100})
     assert response.status_code == 200, response.text
@@ -336,6 +349,55 @@ def test_shadow_agreement_equals_the_agreement_computed_directly(stack):
     assert shadow["agreement"] == pytest.approx(direct, abs=1e-6)
     assert 0 < direct  # the two versions answer alike on some inputs at least
     record(shadow_agreement_sentiment_v1_v2=round(direct, 4), shadow_compared=shadow["compared"])
+    reset(routers, model="sentiment", default=2)
+
+
+def export_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ROUTER_API_KEY": ADMIN}
+    return subprocess.run([sys.executable, "-m", "export", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=ROOT)
+
+
+def test_the_export_cli_promotes_rolls_back_and_reports(stack):
+    """`python -m export promote` on a new sentiment version (a copy of v1 on disk as v3):
+    loaded into Triton, rolled out and rolled back on shadow agreement (exit 3); then
+    promoted (exit 0); `rollback` and `status` with their exit codes."""
+    routers, _, triton = stack
+    repo = triton.repository
+    shutil.copytree(repo / "sentiment" / "1", repo / "sentiment" / "3")
+    reset(routers, model="sentiment", default=2)
+    common = ["--router", routers[0].url, "--triton", triton.http_url]
+    with Traffic(routers, threads=4, send=sentiment_request) as traffic:
+        # v3 answers as v1 does, which disagrees with v2 on some of the texts
+        failed = export_cli("--repository", str(repo), "promote", "sentiment", "3", *common, "--steps", "50,100", "--interval", "2",
+                            "--min-requests", "20", "--min-agreement", "0.999")
+        assert failed.returncode == 3, failed.stdout + failed.stderr
+        assert "agreement" in failed.stdout + failed.stderr
+        assert state(routers[1], "sentiment")["status"] == "rolled_back"
+        promoted = export_cli("--repository", str(repo), "promote", "sentiment", "3", *common, "--steps", "50,100", "--interval", "1",
+                              "--min-requests", "20", "--max-p99-ratio", "3")
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        assert "promoted" in promoted.stdout
+        (ARTIFACT.parent / "promote_cli.txt").write_text(failed.stdout + failed.stderr + "\n"
+                                                         + promoted.stdout + promoted.stderr)
+    assert set(traffic.statuses) == {200}, traffic.failures[:5]
+    assert state(routers[2], "sentiment")["default_version"] == 3
+
+    started = export_cli("--repository", str(repo), "promote", "sentiment", "2", *common, "--no-wait")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert state(routers[0], "sentiment")["status"] == "progressing"
+    back = export_cli("rollback", "sentiment", "--router", routers[1].url, "--reason", "cli test")
+    assert back.returncode == 0, back.stdout + back.stderr
+    shown = export_cli("status", "sentiment", "--router", routers[2].url, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "rolled_back"
+    table = export_cli("status", "--router", routers[2].url)
+    assert table.returncode == 0 and "sentiment" in table.stdout and "flaky" in table.stdout
+    again = export_cli("rollback", "sentiment", "--router", routers[1].url)
+    assert again.returncode == 1 and "409" in again.stderr
+    denied = subprocess.run([sys.executable, "-m", "export", "status", "--router", routers[0].url],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={k: v for k, v in os.environ.items() if k != "ROUTER_API_KEY"})
+    assert denied.returncode == 1 and "401" in denied.stderr
     reset(routers, model="sentiment", default=2)
 
 
