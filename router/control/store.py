@@ -232,6 +232,7 @@ async def open_control(settings: Settings, service, controller: bool = False) ->
 
     def apply(model: str, state: Rollout) -> None:
         service.set_route(model, state.route())
+        service.set_rollout(model, state)
         metrics.observe_rollout(state)
 
     sync = RolloutSync(store, apply, settings.control_refresh_s)

@@ -19,6 +19,7 @@ from router.dataplane.catalog import Catalog, ModelInfo
 from router.dataplane.gateway import Gateway
 from router.dataplane.inputs import Inputs
 from router.control.figures import Recorder
+from router.control.state import Rollout
 from router.dataplane.routing import Decision, fallback, in_canary, resolve
 from router.dataplane.shadow import Shadows, compare_scores
 from router.dataplane.singleflight import SingleFlight
@@ -43,6 +44,7 @@ class PredictionService:
         self.metrics = metrics
         self.flights: SingleFlight[list[Scores]] = SingleFlight()
         self._routes: dict[str, ModelRoute] = {}
+        self._rollouts: dict[str, Rollout] = {}  # the latest stored state of each model, for the views
         self.inputs = Inputs(settings)
         self.figures = Recorder()
         self.shadows = Shadows(settings.shadow_max_in_flight, metrics.shadow_skipped.inc)
@@ -56,6 +58,15 @@ class PredictionService:
         window its figures are counted in."""
         self._routes[model] = route
         self.figures.window(model, route.window)
+
+    def set_rollout(self, model: str, state: Rollout) -> None:
+        """The model's latest rollout state, as the views show it."""
+        self._rollouts[model] = state
+
+    def rollout(self, model: str) -> Rollout:
+        """The model's latest rollout state; before any, its settings (revision 0)."""
+        state = self._rollouts.get(model)
+        return state if state is not None else Rollout.seed(model, self.settings.route_for(model))
 
     def route(self, model: str) -> ModelRoute:
         """The model's split, computed once from settings."""
@@ -78,8 +89,10 @@ class PredictionService:
         loaded = set(snap.states) if s.load_all_models else {m for m in snap.states if snap.ready(m)}
         return views.readiness(snap, self.route, loaded | {s.default_model} | set(s.model_routes))
 
-    def models_view(self) -> dict:
-        return views.models_view(self.catalog.snapshot, self.route, self.settings.default_model)
+    def models_view(self, figures: dict[str, dict | None] | None = None) -> dict:
+        """The models view; `figures`: each model's live rollout figures, when read."""
+        return views.models_view(self.catalog.snapshot, self.route, self.settings.default_model, self.rollout,
+                                 figures or {})
 
     async def health(self) -> dict:
         snap = self.catalog.snapshot

@@ -1,14 +1,22 @@
 """The dataplane's views, each built in one place: a prediction's response
-body (for the API and the worker alike), readiness, and the models view."""
+body (for the API and the worker alike), readiness, and the models view with
+each model's rollout and its live figures."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import asyncio
+import logging
+import time
+from typing import Callable, Mapping, Sequence
 
+from router.control.figures import live
+from router.control.state import Rollout
 from router.dataplane.catalog import Snapshot
 from router.dataplane.routing import default_version
 from router.dataplane.types import Prediction
 from router.settings import ModelRoute
+
+log = logging.getLogger(__name__)
 
 
 def prediction_body(pred: Prediction, request_id: str) -> dict:
@@ -35,6 +43,7 @@ def response_body(preds: Sequence[Prediction], request_id: str, batch: bool, lat
 
 
 RouteOf = Callable[[str], ModelRoute]
+RolloutOf = Callable[[str], Rollout]
 
 
 def readiness(snap: Snapshot, route_of: RouteOf, required) -> dict:
@@ -48,8 +57,10 @@ def readiness(snap: Snapshot, route_of: RouteOf, required) -> dict:
     return {"ready": ok, "triton": snap.triton_ready, "models": models}
 
 
-def models_view(snap: Snapshot, route_of: RouteOf, default_model: str) -> dict:
-    """Every model Triton knows: versions and their states, routing, labels and input."""
+def models_view(snap: Snapshot, route_of: RouteOf, default_model: str, rollout_of: RolloutOf,
+                figures: Mapping[str, dict | None]) -> dict:
+    """Every model Triton knows: versions and their states, routing, labels,
+    input, and its rollout with the live `figures` of the model (when read)."""
     out = {}
     for name in sorted(snap.states):
         route = route_of(name)
@@ -62,5 +73,60 @@ def models_view(snap: Snapshot, route_of: RouteOf, default_model: str) -> dict:
             "input_shape": list(info.dims) if info else None,
             "inputs": [t.view() for t in info.inputs] if info else [],
             "outputs": [t.view() for t in info.outputs] if info else [],
+            "rollout": rollout_view(rollout_of(name), figures.get(name)),
         }
     return {"default_model": default_model, "triton": snap.triton_ready, "models": out}
+
+
+def rollout_view(state: Rollout, figures: dict | None) -> dict:
+    """A rollout as /models shows it: the split, the step (1-based), why it is
+    paused or was rolled back, and the current window's figures (None when no
+    canary or shadow is live, or they could not be read)."""
+    return {"status": state.status, "revision": state.revision, "default_version": state.default_version,
+            "canary_version": state.canary_version, "canary_percent": state.canary_percent,
+            "step": None if state.step is None else state.step + 1, "steps": list(state.steps),
+            "shadow_version": state.shadow_version, "shadow_percent": state.shadow_percent,
+            "reason": state.reason, "figures": figures}
+
+
+class LiveFigures:
+    """The live figures of each model's rollout, read from the figures store
+    (Redis, shared by the replicas) at most once per `ttl_s` per model however
+    often they are asked for: concurrent callers share one read, and a read
+    that fails or outlasts `timeout_s` gives None, kept as long as a good one."""
+
+    def __init__(self, store, ttl_s: float = 1.0, timeout_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._reads: dict[str, tuple[float, tuple, asyncio.Future]] = {}
+
+    async def of(self, state: Rollout, default: int | None) -> dict | None:
+        """The figures of `state`'s current window (`default`: the version the
+        default share is served by); None when nothing is live."""
+        if not state.live:
+            return None
+        what = (state.window, state.canary_version, state.shadow_version, default)
+        now = self.clock()
+        cached = self._reads.get(state.model)
+        if cached is None or now >= cached[0] or cached[1] != what:  # stale, or another window or split
+            cached = self._reads[state.model] = (now + self.ttl_s, what,
+                                                 asyncio.ensure_future(self._read(state, default)))
+        return await asyncio.shield(cached[2])  # a caller that goes away leaves the read to the others
+
+    async def every(self, snap: Snapshot, rollout_of: RolloutOf) -> dict[str, dict | None]:
+        """The figures of every model Triton knows, read at once: {model: figures}."""
+        names = sorted(snap.states)
+        states = [rollout_of(name) for name in names]
+        results = await asyncio.gather(*(self.of(state, default_version(state.route(), snap.ready(name)))
+                                         for name, state in zip(names, states)))
+        return dict(zip(names, results))
+
+    async def _read(self, state: Rollout, default: int | None) -> dict | None:
+        try:
+            return await asyncio.wait_for(live(self.store, state, default), self.timeout_s)
+        except Exception as exc:  # TimeoutError included: the view is served without them
+            log.warning("cannot read the live rollout figures of %s: %r", state.model, exc)
+            return None

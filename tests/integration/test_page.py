@@ -3,22 +3,28 @@ served by a real router with a real worker, Redis and Triton."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
+import httpx
 import pytest
 
 from devstack.processes import RouterProcess, WorkerProcess
+from router import keys
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync", "--disable-quic"]
+ADMIN = keys.new_key()
 
 
 @pytest.fixture(scope="module")
 def stack(triton, redis_server, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("page")
-    env = {"REDIS_URL": redis_server.url, "TRITON_REFRESH_S": "0.5", "MODEL_ROUTES": '{"digits": {"default_version": 2}}'}
+    # the page itself is anonymous (as without keys); an admin key changes a rollout
+    env = {"REDIS_URL": redis_server.url, "TRITON_REFRESH_S": "0.5", "MODEL_ROUTES": '{"digits": {"default_version": 2}}',
+           "API_KEYS": json.dumps([keys.entry("ops", ADMIN, ["admin"], None)]), "ANONYMOUS_SCOPES": "predict,jobs,metrics"}
     with RouterProcess(workdir, triton, env) as router, WorkerProcess(workdir, triton, env, 4, "page-worker"):
         yield router
 
@@ -104,6 +110,30 @@ def test_errors_are_shown(page):
     page.click("#predict")
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error").startswith("invalid_input: text must not be empty (request id ")
+
+
+def test_the_rollout_line_follows_a_change_without_touching_the_form(page, stack, redis_server):
+    page.select_option("#model", "sentiment")
+    page.fill("#text", "kept while the rollout lines refresh")
+    line = '#models tr[data-rollout="digits"]'
+    assert page.inner_text(line).startswith("idle · no canary"), page.inner_text(line)
+    try:
+        change = httpx.put(f"{stack.url}/admin/rollouts/digits", headers={"X-API-Key": ADMIN}, timeout=10,
+                           json={"canary_version": 1, "canary_percent": 10, "reason": "page"})
+        assert change.status_code == 200, change.text
+        page.wait_for_function(f"document.querySelector('{line}').textContent.includes('canary v1 at 10%')",
+                               timeout=5000)  # refreshed every 2 s
+        text = page.inner_text(line)
+        assert text.startswith("idle · canary v1 at 10%") and "default v2: 0.0% errors" in text, text
+        assert "canary v1: 0.0% errors" in text, text
+        assert page.input_value("#text") == "kept while the rollout lines refresh"
+        assert page.input_value("#model") == "sentiment"
+    finally:  # the next modules start from no stored state
+        import redis
+
+        client = redis.Redis.from_url(redis_server.url)
+        client.delete("control:rollout:digits", "control:verdict:digits", *client.scan_iter("control:figures:digits:*"))
+        client.close()
 
 
 def test_the_page_asks_for_a_key_once_per_tab(triton, browser, tmp_path_factory):

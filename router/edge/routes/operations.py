@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from router.dataplane.views import LiveFigures
 from router.edge.deps import MetricsDep, ServiceDep, require
 from router.edge.schemas import ErrorResponse, HealthView, ReadyView
 
@@ -34,9 +36,22 @@ async def ready(service: ServiceDep):
     return JSONResponse(view, status_code=200 if view["ready"] else 503)
 
 
-@router.get("/models", summary="Models, versions and their routing")
-async def models(service: ServiceDep):
-    return service.models_view()
+async def get_live_figures(request: Request) -> LiveFigures:
+    """This process's cache of the rollouts' live figures, made on first use
+    over the figures store of the app's control plane."""
+    state = request.app.state
+    live = getattr(state, "live_figures", None)
+    if live is None or live.store is not state.control.figures:
+        live = state.live_figures = LiveFigures(state.control.figures)
+    return live
+
+
+LiveFiguresDep = Annotated[LiveFigures, Depends(get_live_figures)]
+
+
+@router.get("/models", summary="Models, versions, their routing and live rollout")
+async def models(service: ServiceDep, live: LiveFiguresDep):
+    return service.models_view(await live.every(service.catalog.snapshot, service.rollout))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=[require("metrics")],

@@ -50,19 +50,88 @@ function tensors(list) {
     `[${t.shape.map((d) => (d < 0 ? "?" : d)).join("×")}]</span>`).join("<br>") || "-";
 }
 
+function canaryCell(m) {
+  return m.canary_version ? `v${escape(m.canary_version)} at ${escape(m.canary_percent)}%` : "none";
+}
+
 function renderModels(defaultModel) {
   const rows = Object.entries(models).map(([name, m]) => {
     const versions = Object.entries(m.versions)
       .map(([v, state]) => `<span class="state-${escape(state)}">v${escape(v)} ${escape(state.toLowerCase())}</span>`)
       .join(", ");
-    const canary = m.canary_version ? `v${m.canary_version} at ${m.canary_percent}%` : "none";
     const kind = m.input_kind ? `<span class="muted">${escape(m.input_kind)}</span><br>` : "";
     const via = m.input_kind ? "" : "<br><span class='muted'>raw tensors: /v2</span>";
-    return `<tr><td>${escape(name)}${name === defaultModel ? " <span class='muted'>(default)</span>" : ""}</td>` +
-      `<td>${versions || "-"}</td><td>${m.default_version ? "v" + m.default_version : "-"}</td>` +
-      `<td>${canary}</td><td>${kind}${tensors(m.inputs)}${via}</td><td>${tensors(m.outputs)}</td></tr>`;
+    return `<tr class="model" data-model="${escape(name)}"><td>${escape(name)}` +
+      `${name === defaultModel ? " <span class='muted'>(default)</span>" : ""}</td>` +
+      `<td>${versions || "-"}</td><td class="default">${m.default_version ? "v" + escape(m.default_version) : "-"}</td>` +
+      `<td class="canary">${canaryCell(m)}</td><td>${kind}${tensors(m.inputs)}${via}</td><td>${tensors(m.outputs)}</td></tr>` +
+      `<tr class="rollout-row" data-rollout="${escape(name)}"><td colspan="6">${rolloutLine(m.rollout)}</td></tr>`;
   });
   $("models").querySelector("tbody").innerHTML = rows.join("");
+}
+
+const percent = (x) => `${(x * 100).toFixed(x > 0 && x < 0.01 ? 2 : 1)}%`;
+
+// One version's figures in the current window: error rate, p99 and how many requests.
+function versionFigures(role, f) {
+  const p99 = f.p99_ms === null ? "-" : `${f.p99_ms.toFixed(1)} ms`;
+  return `<span class="figure">${role} v${escape(f.version)}: ${percent(f.error_rate)} errors, p99 ${p99} ` +
+    `<span class="muted">(${escape(f.requests)} req)</span></span>`;
+}
+
+// A model's live rollout in one line: its status, the canary's share and step, each
+// version's error rate and p99, the shadow's agreement, and why it is paused or was rolled back.
+function rolloutLine(r) {
+  if (!r) return "";
+  const parts = [`<span class="badge status-${escape(r.status)}">${escape(r.status.replace("_", " "))}</span>`];
+  if (r.canary_version) {
+    parts.push(`canary v${escape(r.canary_version)} at ${escape(r.canary_percent)}%` +
+      (r.step ? ` · step ${escape(r.step)}/${escape(r.steps.length)}` : ""));
+  } else {
+    parts.push("no canary");
+  }
+  if (r.shadow_version && r.shadow_percent > 0) parts.push(`shadow v${escape(r.shadow_version)} at ${escape(r.shadow_percent)}%`);
+  const f = r.figures;
+  if (f) {
+    if (f.default && f.default.version) parts.push(versionFigures("default", f.default));
+    if (f.canary) parts.push(versionFigures("canary", f.canary));
+    if (f.shadow) {
+      const agreement = f.shadow.agreement === null ? "-" : percent(f.shadow.agreement);
+      parts.push(`<span class="figure">shadow agreement ${agreement} <span class="muted">(${escape(f.shadow.compared)} compared)</span></span>`);
+    }
+  }
+  if (r.reason && (r.status === "paused" || r.status === "rolled_back")) {
+    parts.push(`<span class="reason">${escape(r.reason)}</span>`);
+  }
+  return parts.join(" · ");
+}
+
+// Every 2 s while the page is shown: the rollout lines (and the split they set) from
+// /models, in place; nothing else is redrawn, so the form keeps what the user entered.
+const ROLLOUT_REFRESH_MS = 2000;
+
+async function refreshRollouts() {
+  if (document.hidden) return;
+  const resp = await fetch("/models");  // public: never asks for a key
+  if (!resp.ok) return;
+  const fresh = (await resp.json()).models || {};
+  const rows = new Map([...document.querySelectorAll("#models tr[data-model]")].map((tr) => [tr.dataset.model, tr]));
+  const lines = new Map([...document.querySelectorAll("#models tr[data-rollout]")].map((tr) => [tr.dataset.rollout, tr]));
+  for (const [name, m] of Object.entries(fresh)) {
+    if (models[name]) Object.assign(models[name], { rollout: m.rollout, default_version: m.default_version,
+      canary_version: m.canary_version, canary_percent: m.canary_percent });
+    const row = rows.get(name);
+    if (row) {
+      row.querySelector(".default").textContent = m.default_version ? "v" + m.default_version : "-";
+      row.querySelector(".canary").innerHTML = canaryCell(m);
+    }
+    const line = lines.get(name);
+    if (line) line.firstElementChild.innerHTML = rolloutLine(m.rollout);
+  }
+}
+
+function refreshRolloutsForever() {
+  setTimeout(() => refreshRollouts().catch(() => {}).finally(refreshRolloutsForever), ROLLOUT_REFRESH_MS);
 }
 
 function onModelChange() {
@@ -175,3 +244,4 @@ $("model").addEventListener("change", onModelChange);
 $("form").addEventListener("submit", submit);
 setUpDrop();
 loadModels().catch((err) => showError({ code: "error", message: "cannot read /models: " + err }));
+refreshRolloutsForever();

@@ -15,6 +15,8 @@ def test_ready_and_models_views(app_client, fake):
             "digits": {"default_version": 1, "ready": True}, "sentiment": {"default_version": 2, "ready": True}}}
         models = client.get("/models").json()
         assert models["default_model"] == "sentiment" and models["triton"] is True
+        rollout = models["models"]["digits"].pop("rollout")  # see test_models_rollout.py
+        assert (rollout["status"], rollout["canary_version"], rollout["canary_percent"]) == ("idle", 2, 10.0)
         assert models["models"]["digits"] == {
             "versions": {"1": "READY", "2": "READY"}, "default_version": 1, "canary_version": 2,
             "canary_percent": 10.0, "labels": [str(d) for d in range(10)], "input_kind": "image_gray",
