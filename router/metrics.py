@@ -25,6 +25,9 @@ class Metrics:
                                   ["model", "version"], registry=r)
         self.cache_misses = Counter("cache_miss_total", "Predictions not in the cache",
                                     ["model", "version"], registry=r)
+        self.cache_tier_hits = Counter("cache_tier_hits_total", "Cache hits by tier: local (in-process) or redis",
+                                       ["tier"], registry=r)
+        self._tier_hits = {tier: self.cache_tier_hits.labels(tier) for tier in ("local", "redis")}
         self.loaded_versions = Gauge("loaded_model_versions", "Versions Triton reports READY",
                                      ["model"], registry=r)
         self.canary = Counter("canary_assignments_total", "Requests assigned to a canary version",
@@ -90,6 +93,10 @@ class Metrics:
             self._hits += int(hit)
         if self.enabled:
             (self.cache_hits if hit else self.cache_misses).labels(model, str(version)).inc()
+
+    def observe_tier_hit(self, tier: str) -> None:
+        if self.enabled:
+            self._tier_hits[tier].inc()
 
     def observe_shadow(self, model: str, version: int, agree: bool | None) -> None:
         if not self.enabled:

@@ -107,7 +107,9 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     cache_ttl_jitter: float = Field(default=0.1, ge=0.0, le=0.5)
     cache_namespace: str = "pred"
-    cache_lru_size: int = Field(default=10_000, ge=1)
+    # The in-process tier (in front of Redis, or alone without it): entries and bytes; 0 entries: none.
+    cache_lru_size: int = Field(default=10_000, ge=0)
+    cache_lru_max_mb: float = Field(default=64.0, gt=0, description="bytes of values kept in the process")
 
     # Jobs: a Redis Stream; defaults to REDIS_URL. Job data has no TTL until
     # it is done, so a `volatile-*` or `noeviction` memory policy never evicts it.

@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from router.dataplane.cache import LRUCache, RedisCache
+from router.dataplane.cache import LRUCache, RedisCache, TieredCache
 from router.dataplane.catalog import Catalog
 from router.dataplane.gateway import Gateway
 from router.dataplane.service import PredictionService
@@ -28,11 +28,13 @@ async def open_service(settings: Settings, metrics: Metrics,
 
         gateway = TritonGateway(settings.triton_protocol, settings.triton_url, settings.triton_timeout_s,
                                 settings.triton_admin_headers)
+    local = LRUCache(settings.cache_lru_size, int(settings.cache_lru_max_mb * (1 << 20)))
     if settings.redis_url:
-        cache = RedisCache(settings.redis_url, settings.redis_timeout_s, settings.redis_backoff_max_s,
-                           on_error=lambda op: metrics.redis_errors.labels(op).inc())
+        remote = RedisCache(settings.redis_url, settings.redis_timeout_s, settings.redis_backoff_max_s,
+                            on_error=lambda op: metrics.redis_errors.labels(op).inc())
+        cache = TieredCache(local, remote, on_hit=metrics.observe_tier_hit)
     else:
-        cache = LRUCache(settings.cache_lru_size)
+        cache = local
 
     def on_refresh(snapshot):
         for model in snapshot.states:

@@ -1,9 +1,10 @@
 import asyncio
 import random
+import time
 
 import numpy as np
 
-from router.dataplane.cache import LRUCache, cache_key, jittered_ttl
+from router.dataplane.cache import LRUCache, RedisCache, TieredCache, cache_key, jittered_ttl, unseal
 
 
 def key(tensor, version=2, top_k=1, model="sentiment"):
@@ -40,3 +41,83 @@ def test_lru_evicts_least_recent_and_expires():
         await cache.set("d", b"4", -1)  # already expired
         assert await cache.get("d") is None
     asyncio.run(scenario())
+
+
+def test_lru_is_bounded_by_bytes_too():
+    cache = LRUCache(max_entries=100, max_bytes=10)
+    for n in range(5):
+        cache.put(f"k{n}", b"abcd", expires=time.time() + 60)
+    assert len(cache) == 2 and cache.bytes == 8  # the two most recent of 4 bytes each
+    cache.put("big", b"x" * 11, expires=time.time() + 60)  # larger than the whole tier: not kept
+    assert cache.lookup("big") is None and len(cache) == 2
+    disabled = LRUCache(max_entries=0)
+    disabled.put("k", b"v", time.time() + 60)
+    assert disabled.lookup("k") is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_tiers_share_redis_and_keep_the_entry_expiry(jobs_redis, db):
+    """Two routers' caches over one real Redis: a store by one is a hit for the other,
+    from Redis first and then from its own tier, until the entry's own expiry."""
+    clock = Clock()
+
+    async def scenario():
+        tiers: list[str] = []
+        one = TieredCache(LRUCache(100, clock=clock), RedisCache(jobs_redis.url, 1.0, 1.0, clock=clock))
+        two = TieredCache(LRUCache(100, clock=clock), RedisCache(jobs_redis.url, 1.0, 1.0, clock=clock),
+                          on_hit=tiers.append)
+        try:
+            await one.set("pred:m:v1:a", b"scores", ttl=30)
+            await one.flush()
+            assert await two.get("pred:m:v1:a") == b"scores" and tiers == ["redis"]
+            assert await two.get("pred:m:v1:a") == b"scores" and tiers == ["redis", "local"]
+            clock.now += 31  # past the entry's expiry: gone from both tiers
+            assert await two.mget(["pred:m:v1:a", "pred:m:v1:zz"]) == [None, None]
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(scenario())
+    raw = db.get("pred:m:v1:a")
+    assert unseal(raw)[0] == b"scores" and 0 < db.ttl("pred:m:v1:a") <= 30
+
+
+def test_concurrent_lookups_share_one_mget_and_stores_one_pipeline(jobs_redis, db):
+    db.config_resetstat()
+
+    async def scenario():
+        cache = RedisCache(jobs_redis.url, 1.0, 1.0)
+        try:
+            await asyncio.gather(*(cache.set(f"pred:k{n}", f"v{n}".encode(), 60) for n in range(20)))
+            before = db.info("commandstats")
+            found = await asyncio.gather(*(cache.get(f"pred:k{n}") for n in range(20)), cache.get("pred:none"))
+            after = db.info("commandstats")
+        finally:
+            await cache.close()
+        return found, before, after
+
+    found, before, after = asyncio.run(scenario())
+    assert found == [f"v{n}".encode() for n in range(20)] + [None]
+    calls = lambda stats, cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
+    assert calls(after, "mget") - calls(before, "mget") == 1 and calls(after, "get") == calls(before, "get")
+    assert calls(before, "set") == 20  # in one pipeline (one round trip; Redis counts each SET)
+
+
+def test_an_unsealed_or_foreign_value_is_a_miss(jobs_redis, db):
+    db.set("pred:old", b"[]")  # a value from before entries carried their expiry
+
+    async def scenario():
+        cache = RedisCache(jobs_redis.url, 1.0, 1.0)
+        try:
+            return await cache.mget(["pred:old"])
+        finally:
+            await cache.close()
+
+    assert asyncio.run(scenario()) == [None]

@@ -1,37 +1,13 @@
-"""A real redis-server (in memory only) for the job store's tests; no Triton."""
+"""The job store over the real redis-server of tests/router/conftest.py; no Triton."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
-import redis
 
 from router.jobs.store import open_jobs
 from router.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def jobs_redis(tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    from devstack.processes import RedisServer
-
-    server = RedisServer(tmp_path_factory.mktemp("jobs-unit-redis"), persistent=False).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def db(jobs_redis):
-    """A plain client on an empty database."""
-    client = redis.Redis.from_url(jobs_redis.url)
-    client.flushall()
-    yield client
-    client.close()
 
 
 def settings_for(url: str, **overrides) -> Settings:
