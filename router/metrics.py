@@ -68,6 +68,7 @@ class Metrics:
                                          ["model", "reason"], registry=r)
         self.rollout_promotions = Counter("rollout_promotions_total", "Rollouts promoted by the controller",
                                           ["model"], registry=r)
+        self._request_children: dict[tuple, tuple] = {}
         # plain tallies for /stats
         self._lock = threading.Lock()
         self._total = 0
@@ -84,8 +85,12 @@ class Metrics:
                 if version:
                     self._per_version[f"{model}:v{version}"] += 1
         if self.enabled:
-            self.requests.labels(route, model, version, str(status)).inc()
-            self.latency.labels(route, model, version).observe(seconds)
+            children = self._request_children.get((route, model, version, status))
+            if children is None:  # labels() validates and locks on every call: once per label set
+                children = self._request_children[(route, model, version, status)] = (
+                    self.requests.labels(route, model, version, str(status)), self.latency.labels(route, model, version))
+            children[0].inc()
+            children[1].observe(seconds)
 
     def observe_cache(self, model: str, version: int, hit: bool) -> None:
         with self._lock:

@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     cache_ttl_jitter: float = Field(default=0.1, ge=0.0, le=0.5)
     cache_namespace: str = "pred"
+    fast_path: bool = Field(default=True, description="serve /predict and /v2 infer without FastAPI's layers")
     # The in-process tier (in front of Redis, or alone without it): entries and bytes; 0 entries: none.
     cache_lru_size: int = Field(default=10_000, ge=0)
     cache_lru_max_mb: float = Field(default=64.0, gt=0, description="bytes of values kept in the process")

@@ -14,11 +14,13 @@ from router.dataplane.gateway import Gateway
 from router.dataplane.runtime import open_service
 from router.edge import openapi
 from router.edge.auth import KeyRing
+from router.edge.fastpath import FastPath
 from router.edge.handlers import register_error_handlers
 from router.edge.middleware import EdgeMiddleware
 from router.edge.ratelimit import RateLimiter
 from router.edge.routes import admin, jobs, operations, predictions, v2
 from router.jobs.store import open_jobs
+from router.logs import flush_logs
 from router.metrics import Metrics
 from router.settings import Settings
 
@@ -49,6 +51,7 @@ async def lifespan(app: FastAPI):
             yield
     finally:
         await app.state.limiter.close()
+        flush_logs()
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
@@ -67,6 +70,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.route_methods = [(route.path_regex, route.methods) for surface in (predictions, jobs, operations, v2, admin)
                                for route in surface.router.routes]
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
+    if settings.fast_path:  # inside the edge middleware: added first
+        hot = {predictions.predict: "predict", predictions.predict_model: "predict", v2.infer: "predict"}
+        app.add_middleware(FastPath, api=app, routes=[*predictions.router.routes, *v2.router.routes], endpoints=hot)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics,
                        request_logging=settings.request_logging, max_in_flight=settings.max_in_flight)
     return app

@@ -51,19 +51,24 @@ BearerDoc = Annotated[HTTPAuthorizationCredentials | None,
 ApiKeyDoc = Annotated[str | None, Security(APIKeyHeader(name="X-API-Key", auto_error=False))]
 
 
+async def authorize(request: Request, scope: str) -> Principal:
+    """Authenticates the request, checks `scope`, puts the key's name on the
+    record and counts the request against its rate limit."""
+    record = await get_record()
+    keyring = request.app.state.keyring
+    principal = keyring.authenticate(presented_key(request.headers))
+    record.key_name = principal.name
+    keyring.authorize(principal, scope)
+    client = request.client.host if request.client else "unknown"
+    await request.app.state.limiter.hit(principal, client)
+    return principal
+
+
 def require(scope: str):
-    """A dependency that authenticates the request, checks `scope`, puts the
-    key's name on the record and counts the request against its rate limit."""
+    """`authorize` for `scope`, as a dependency (documented in OpenAPI)."""
 
     async def authorized(request: Request, _bearer: BearerDoc = None, _key: ApiKeyDoc = None) -> Principal:
-        record = await get_record()
-        keyring = request.app.state.keyring
-        principal = keyring.authenticate(presented_key(request.headers))
-        record.key_name = principal.name
-        keyring.authorize(principal, scope)
-        client = request.client.host if request.client else "unknown"
-        await request.app.state.limiter.hit(principal, client)
-        return principal
+        return await authorize(request, scope)
 
     authorized.__name__ = f"require_{scope}"
     return Depends(authorized)

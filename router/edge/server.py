@@ -16,6 +16,47 @@ from router.errors import error_body
 from router.settings import Settings
 
 
+class CoalescingTransport:
+    """A transport whose writes made in one event-loop turn go out as one:
+    uvicorn writes a response's headers and its body separately, two system
+    calls where one does. Everything else is the wrapped transport's; closing
+    writes what is pending first, aborting drops it."""
+
+    __slots__ = ("_transport", "_pending", "_loop")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self._loop = loop
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits `configure` sets (each
     worker process calls it from its app factory before serving)."""
@@ -25,7 +66,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout_s = 30.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._header_bytes = 0  # exact: the request line and headers of this request, as parsed
         self._raw_bytes = 0  # a backstop: bytes received while a header is still incomplete
         self._reading_headers = True

@@ -116,10 +116,11 @@ def test_request_id_round_trip(http):
 
 def test_request_log_lines_carry_the_request_id(http, router):
     http.get("/predict", params={"text": "log me"}, headers={"X-Request-ID": "log-line-check"})
-    time.sleep(0.2)
     import json
-    lines = [json.loads(ln) for ln in router.log.read_text().splitlines() if "log-line-check" in ln]
-    assert lines, "no log line for the request"
+    deadline = time.monotonic() + 3  # access lines are written in blocks, every 0.2 s
+    while not (lines := [json.loads(ln) for ln in router.log.read_text().splitlines() if "log-line-check" in ln]):
+        assert time.monotonic() < deadline, "no log line for the request"
+        time.sleep(0.05)
     entry = lines[-1]
     assert entry["request_id"] == "log-line-check" and entry["status"] == 200
     assert {"model", "version", "routed_by", "cache", "latency_ms"} <= entry.keys()
