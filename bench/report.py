@@ -56,6 +56,62 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     return out
 
 
+CACHE_HTTP = "triton cache, http json"
+ROUTES = ("router /predict", "router /v2 infer")
+
+
+def ratios(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(ratio, value, from) of the router against its baselines, from the rows of the same run."""
+    out = []
+
+    def ratio(name: str, mine: dict | None, base: dict | None, key: str, unit: str) -> None:
+        if mine and base:
+            fmt = ".0f" if unit == "req/s" else ".2f"
+            out.append((name, f"{mine[key] / base[key]:.2f}x", f"{mine[key]:{fmt}} vs {base[key]:{fmt}} {unit}"))
+
+    for conc in (1, 16):
+        for route in ROUTES:
+            ratio(f"{route} hit p50 / Triton cache (HTTP/JSON) hit p50, c={conc}", _row_at(rows, "sentiment hit",
+                  route, conc), _row_at(rows, "sentiment hit", CACHE_HTTP, conc), "p50_ms", "ms")
+    for route in ROUTES:
+        ratio(f"{route} hit req/s / Triton cache (HTTP/JSON) req/s, c=16", _row_at(rows, "sentiment hit", route, 16),
+              _row_at(rows, "sentiment hit", CACHE_HTTP, 16), "throughput_rps", "req/s")
+    for scenario in ("sentiment miss", "embedder miss"):
+        routes = ROUTES if scenario == "sentiment miss" else ROUTES[1:]
+        for conc in (16, 64):
+            for route in routes:
+                ratio(f"{route} miss req/s / direct gRPC req/s, c={conc}" + (" (embedder)" if "embedder" in
+                      scenario else ""), _row_at(rows, scenario, route, conc),
+                      _row_at(rows, scenario, "direct grpc", conc), "throughput_rps", "req/s")
+    direct = _row_at(rows, "sentiment miss", "direct grpc", 1)
+    for route in ROUTES:
+        mine = _row_at(rows, "sentiment miss", route, 1)
+        if mine and direct:
+            out.append((f"{route} miss p50 - direct gRPC p50, c=1", f"{mine['p50_ms'] - direct['p50_ms']:+.2f} ms",
+                        f"{mine['p50_ms']:.2f} vs {direct['p50_ms']:.2f} ms"))
+    return out
+
+
+def _load(r: dict) -> str:
+    return r["offered"] + (f", {r['procs']} gens" if r.get("procs", 1) > 1 else "")
+
+
+def _checks(rows: list[dict]) -> list[str]:
+    """The hits each hit point really got, and how busy the load generators were on the baselines."""
+    hits = [f"{r['variant']} {r['offered']} {r['hits']}/{r['requests']}" for r in rows
+            if r["scenario"] == "sentiment hit" and "hits" in r]
+    busy = [f"{r['variant']} {_load(r)} {r['client_cpu']:.2f}" for r in rows
+            if r["scenario"] in ("sentiment hit", "sentiment miss") and not r["variant"].startswith("router")]
+    out = []
+    if hits:
+        out.append("Hits, of every request sent including warm-up (Triton's own `cache_hit` count for Triton's "
+                   "cache, the `X-Cache: HIT` header for the router): " + "; ".join(hits) + ".")
+    if busy:
+        out.append("Load-generator CPU on the baselines (CPU seconds per wall second of the busiest generator; "
+                   "1.00 would mean the generator, not the server, set the pace): " + "; ".join(busy) + ".")
+    return out
+
+
 def _row_at(rows: list[dict], scenario: str, variant: str, conc: int) -> dict | None:
     return next((r for r in rows if r["scenario"] == scenario and r["variant"] == variant
                  and r["offered"] == f"c={conc}"), None)
@@ -67,15 +123,25 @@ def _median_rps(rows: list[dict], scenario: str, variant: str) -> float | None:
 
 
 def markdown(results: dict) -> str:
-    m = results["machine"]
+    m, sizes = results["machine"], results["sizes"]
+    fewer = ""
+    if "compare_samples" in sizes:
+        fewer = (f" (fewer on the comparison scenarios, to keep the run short: {sizes['compare_samples']} on "
+                 f"`sentiment`, {sizes['embed_samples']} on the embedder, with warm-up in proportion)")
     lines = [f"Run {results['when']} on {m['cores']} cores ({m['cpu']}), Python {m['python']}; "
-             f"{results['sizes']['samples']} samples per point after {results['sizes']['warmup']} warm-up; "
-             f"{results['seconds']:.0f} s in all.", "",
+             f"{sizes['samples']} samples per point after {sizes['warmup']} warm-up{fewer}; "
+             f"{results['seconds']:.0f} s in all. `N gens`: N load-generator processes side by side, summed.", "",
              "| scenario | variant | load | samples | errors | req/s | p50 ms | p95 ms | p99 ms |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        lines.append(f"| {r['scenario']} | {r['variant']} | {r['offered']} | {r['samples']} | {r['errors']} | "
+        lines.append(f"| {r['scenario']} | {r['variant']} | {_load(r)} | {r['samples']} | {r['errors']} | "
                      f"{r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")
+    for paragraph in _checks(results["rows"]) + [f"Note: {note}." for note in results.get("notes", [])]:
+        lines += ["", paragraph]
+    measured = ratios(results["rows"])
+    if measured:
+        lines += ["", "| ratio (same run) | value | from |", "|---|---:|---|"]
+        lines += [f"| {name} | {value} | {source} |" for name, value, source in measured]
     flight = results.get("single_flight")
     if flight:
         lines += ["", f"Single-flight: {flight['requests']} identical cold requests ({flight['ok']} answered 200) -> "
@@ -129,6 +195,31 @@ def plots(results: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     made.append(out / "batching.png")
+    fig.savefig(made[-1], dpi=110)
+    plt.close(fig)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {"triton cache, grpc": "tab:blue", CACHE_HTTP: "tab:cyan", "direct grpc": "tab:blue",
+              "router /predict": "tab:orange", "router /v2 infer": "tab:red"}
+    for scenario, style in (("sentiment hit", "o-"), ("sentiment miss", "s--")):
+        for variant, color in colors.items():
+            pts = sorted((int(r["offered"][2:]), r["throughput_rps"], r["p50_ms"]) for r in rows
+                         if r["scenario"] == scenario and r["variant"] == variant)
+            if pts:
+                label = f"{scenario.split()[1]}: {variant}"
+                left.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
+                right.plot([p[0] for p in pts], [p[2] for p in pts], style, color=color, label=label)
+    for ax, ylabel in ((left, "throughput (requests/s)"), (right, "p50 latency (ms)")):
+        ax.set_xlabel("concurrent clients (closed loop)")
+        ax.set_ylabel(ylabel)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    left.set_title("sentiment: the router against Triton's cache and direct gRPC")
+    left.title.set_fontsize(9)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    made.append(out / "comparison.png")
     fig.savefig(made[-1], dpi=110)
     plt.close(fig)
     return made

@@ -1,5 +1,8 @@
 """`make bench` (`python -m bench.run`): every scenario in one run, on this
-machine, measured by a separate load-generator process. Writes
+machine, measured by a separate load-generator process (or several side by
+side, where one would set the pace). The router is measured beside its
+baselines, Triton's own response cache and direct gRPC calls
+(bench/compare.py), and the report's ratios come from that same run. Writes
 bench/results/<time>.json, bench/results/latest.md and PNG plots."""
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.loadgen import make_text
+from bench import compare
+from bench.loadgen import make_text, merge
 from bench.report import write_report
 from bench.stack import BATCH_MODEL, HEAVY_MODEL, BenchStack
 
@@ -35,10 +39,15 @@ class Sizes:
     batching_concurrency: tuple[int, ...]
     identical: int
     rounds: int
+    compare_concurrency: tuple[int, ...]  # the router against Triton's cache and direct gRPC (bench/compare.py)
+    compare_samples: int
+    cache_procs: int  # load generators side by side on Triton's cache hits from 16 clients on
+    embed_concurrency: tuple[int, ...]
+    embed_samples: int
 
 
-FULL = Sizes(2000, 200, 32, (0.25, 0.5, 0.75), (1, 8, 32), 200, 3)
-SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20, 1)
+FULL = Sizes(2000, 200, 32, (0.25, 0.5, 0.75), (1, 8, 32), 200, 3, (1, 16, 64), 1000, 2, (16, 64), 500)
+SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20, 1, (1, 16), 40, 2, (16,), 40)
 
 
 def machine() -> dict:
@@ -55,19 +64,34 @@ class Runner:
         self.rows: list[dict] = []
 
     def load(self, scenario: str, variant: str, target: str, url: str, mode: str = "closed",
-             concurrency: int = 8, rate: float = 0.0, unique: bool = False, **extra) -> dict:
+             concurrency: int = 8, rate: float = 0.0, unique: bool = False, samples: int | None = None,
+             procs: int = 1, **extra) -> dict:
+        """One point, from `procs` load generators side by side (closed loop:
+        the clients, samples and warm-up split between them, results merged)."""
+        samples = samples or self.sizes.samples
+        warmup = max(1, samples * self.sizes.warmup // self.sizes.samples)
         cmd = [sys.executable, "-m", "bench.loadgen", "--target", target, "--url", url, "--mode", mode,
-               "--concurrency", str(concurrency), "--rate", str(rate), "--samples", str(self.sizes.samples),
-               "--warmup", str(self.sizes.warmup)]
+               "--concurrency", str(concurrency // procs), "--rate", str(rate), "--samples", str(samples // procs),
+               "--warmup", str(warmup // procs)]
         cmd += ["--unique"] if unique else []
+        cmd += ["--keep-latencies"] if procs > 1 else []
         for key, value in extra.items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+        children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for _ in range(procs)]
+        finished = [(child, *child.communicate(timeout=600)) for child in children]
+        for child, out, err in finished:
+            if child.returncode != 0:
+                raise subprocess.CalledProcessError(child.returncode, cmd, out, err)
+        outputs = [json.loads(out) for _, out, _ in finished]
+        result = merge(outputs) if procs > 1 else outputs[0]
         row = {"scenario": scenario, "variant": variant, "mode": mode,
-               "offered": f"c={concurrency}" if mode == "closed" else f"{rate:.0f}/s", **json.loads(out.stdout)}
+               "offered": f"c={concurrency}" if mode == "closed" else f"{rate:.0f}/s", **result,
+               "requests": (samples // procs + warmup // procs) * procs}
         self.rows.append(row)
         print(f"  {scenario:<14} {variant:<22} {row['offered']:>8}  {row['throughput_rps']:>8.1f}/s  "
-              f"p50 {row['p50_ms']:>7.2f}  p99 {row['p99_ms']:>7.2f} ms  errors {row['errors']}", flush=True)
+              f"p50 {row['p50_ms']:>7.2f}  p99 {row['p99_ms']:>7.2f} ms  errors {row['errors']}  "
+              f"client cpu {row['client_cpu']:.2f}" + (f" x{procs}" if procs > 1 else ""), flush=True)
         return row
 
     @property
@@ -116,9 +140,11 @@ class Runner:
                 self.load("instrumentation", f"hit, {label}", "router", self.router(name), concurrency=16)
                 self.load("instrumentation", f"miss, {label}", "router", self.router(name), concurrency=16,
                           unique=True)
+        # the router against Triton's own cache and direct gRPC, and the embedder's misses
+        notes = compare.run(self)
         # 5: single-flight
         flight = asyncio.run(self.identical_cold(s.identical))
-        return {"rows": self.rows, "single_flight": flight}
+        return {"rows": self.rows, "single_flight": flight, "notes": notes}
 
     def cached_key(self) -> str:
         import redis

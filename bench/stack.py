@@ -1,6 +1,7 @@
 """The servers a benchmark run measures, on free loopback ports: Triton on a
 copy of the repository with a batched and an unbatched twin of one model,
-redis-server, and routers in the configurations being compared."""
+a second Triton with its own response cache on for one model, redis-server,
+and routers in the configurations being compared."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from devstack.processes import RedisServer, RouterProcess, free_port
-from export.config import read_config
+from export.config import read_config, render
+from export.constants import CONFIG_NAME
 from export.repository import copy_version, write_version
 from local_triton import Ports, TritonServer
 
@@ -41,6 +43,21 @@ def bench_repository(dest: Path) -> Path:
         if not batched:
             config.ClearField("dynamic_batching")
         copy_version(source, BATCH_VERSION, dest / name, config)
+    return dest
+
+
+CACHED_MODEL = "sentiment"
+TRITON_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def cached_repository(dest: Path) -> Path:
+    """A repository of CACHED_MODEL alone whose config adds
+    `response_cache { enable: true }`: Triton's own cache, the baseline the
+    router's cache is measured against. The committed config is not touched."""
+    shutil.copytree(ROOT / "model_repository" / CACHED_MODEL, dest / CACHED_MODEL)
+    config = read_config(dest / CACHED_MODEL)
+    config.response_cache.enable = True
+    (dest / CACHED_MODEL / CONFIG_NAME).write_text(render(config), encoding="utf-8")
     return dest
 
 
@@ -91,6 +108,7 @@ class BenchStack:
         self.router_names = routers
         self._stack = ExitStack()
         self.triton: TritonServer | None = None
+        self.cache_triton: TritonServer | None = None
         self.redis: RedisServer | None = None
         self.routers: dict[str, RouterProcess] = {}
 
@@ -100,6 +118,10 @@ class BenchStack:
             heavy_variants(repo)
             self.triton = self._stack.enter_context(TritonServer(
                 repo, Ports(free_port(), free_port(), free_port()), log_path=self.workdir / "triton.log"))
+            self.cache_triton = self._stack.enter_context(TritonServer(
+                cached_repository(self.workdir / "cached_repository"), Ports(free_port(), free_port(), free_port()),
+                models=[CACHED_MODEL], log_path=self.workdir / "triton-cache.log",
+                response_cache_bytes=TRITON_CACHE_BYTES))
             self.redis = RedisServer(self.workdir / "redis").start()
             self._stack.callback(self.redis.stop)
             # The load generator is one client: without this its own rate limit would be measured.

@@ -104,9 +104,13 @@ def server_env(inst: Installation) -> dict[str, str]:
 
 def server_command(inst: Installation, repository: Path, backends: Path, ports: Ports,
                    host: str = "127.0.0.1", models: list[str] | None = None,
-                   log_verbose: int = 0, restricted: tuple[str, str] | None = None) -> list[str]:
+                   log_verbose: int = 0, restricted: tuple[str, str] | None = None,
+                   response_cache_bytes: int | None = None) -> list[str]:
     """`restricted` (header, key): the repository API (index, load, unload) over
-    HTTP and gRPC answers only requests that carry that header and key."""
+    HTTP and gRPC answers only requests that carry that header and key.
+    `response_cache_bytes`: Triton's own local response cache of that size (the
+    wheel's `caches/local` library); it answers only models whose config says
+    `response_cache { enable: true }`. Off unless given."""
     cmd = [
         str(inst.binary),
         f"--model-repository={repository}",
@@ -124,6 +128,9 @@ def server_command(inst: Installation, repository: Path, backends: Path, ports: 
         header, key = restricted
         cmd += [f"--http-restricted-api=model-repository:{header}={key}",
                 f"--grpc-restricted-protocol=model-repository:{header}={key}"]
+    if response_cache_bytes is not None:
+        cmd += [f"--cache-directory={inst.binary.parent.parent / 'caches'}",
+                f"--cache-config=local,size={response_cache_bytes}"]
     return cmd
 
 
@@ -132,7 +139,8 @@ class TritonServer:
 
     def __init__(self, repository: Path, ports: Ports = Ports(), host: str = "127.0.0.1",
                  models: list[str] | None = None, log_path: Path | None = None,
-                 log_verbose: int = 0, restricted: tuple[str, str] | None = None) -> None:
+                 log_verbose: int = 0, restricted: tuple[str, str] | None = None,
+                 response_cache_bytes: int | None = None) -> None:
         self.repository = Path(repository).resolve()
         self.ports = ports
         self.host = host
@@ -140,6 +148,7 @@ class TritonServer:
         self.log_path = log_path
         self.log_verbose = log_verbose
         self.restricted = restricted
+        self.response_cache_bytes = response_cache_bytes
         self.process: subprocess.Popen | None = None
         self._workdir: Path | None = None
         self._log = None
@@ -166,7 +175,7 @@ class TritonServer:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         cmd = server_command(inst, self.repository, backends, self.ports, self.host,
-                             self.models, self.log_verbose, self.restricted)
+                             self.models, self.log_verbose, self.restricted, self.response_cache_bytes)
         self.process = subprocess.Popen(cmd, env=server_env(inst), stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)

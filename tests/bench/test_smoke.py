@@ -3,8 +3,9 @@ It checks that every scenario produced numbers; it asserts no speed."""
 
 import json
 
-from bench.report import targets
+from bench.report import ratios, targets
 from bench.run import main
+from bench.stack import ROOT
 
 
 def test_benchmark_harness_runs_every_scenario(tmp_path):
@@ -16,11 +17,25 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
                      ("saturation", "router miss, 2 procs"), ("open 50%", "router hit"), ("hit", "redis GET"),
                      ("hit", "router /ping"), ("batching", "batched"), ("batching", "unbatched"),
                      ("protocol", "router via http"), ("instrumentation", "hit, no metrics/logs"),
-                     ("batching heavy", "batched"), ("batching heavy", "unbatched")]:
+                     ("batching heavy", "batched"), ("batching heavy", "unbatched"),
+                     ("sentiment hit", "triton cache, grpc"), ("sentiment hit", "triton cache, http json"),
+                     ("sentiment hit", "router /predict"), ("sentiment hit", "router /v2 infer"),
+                     ("sentiment miss", "direct grpc"), ("sentiment miss", "router /predict"),
+                     ("sentiment miss", "router /v2 infer")]:
         assert expected in scenarios
+    if (ROOT / "model_repository" / "embedder" / "1").is_dir():
+        assert {("embedder miss", "direct grpc"), ("embedder miss", "router /v2 infer")} <= scenarios
+    else:
+        assert any("embedder" in note for note in results["notes"])
+    # every hit was a hit: Triton's own statistics for its cache, X-Cache for the router
+    hit_rows = [r for r in results["rows"] if r["scenario"] == "sentiment hit"]
+    assert len(hit_rows) == 8 and all(r["hits"] == r["requests"] for r in hit_rows)
+    assert all(r["hits"] == 0 for r in results["rows"] if r["scenario"] == "sentiment miss" and "hits" in r)
     assert all(r["errors"] == 0 and r["samples"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 for r in results["rows"])
     assert results["single_flight"]["ok"] == results["single_flight"]["requests"]
     assert len(targets(results)) >= 8  # every target is judged (met or not: this run is too small to say)
+    assert len(ratios(results["rows"])) >= 9  # the smoke run has c=1 and c=16: every ratio but c=64's
     table = (tmp_path / "latest.md").read_text()
-    assert "| target | measured | met |" in table
-    assert (tmp_path / "latency.png").stat().st_size > 5000 and (tmp_path / "batching.png").stat().st_size > 5000
+    assert "| target | measured | met |" in table and "| ratio (same run) | value | from |" in table
+    for plot in ("latency.png", "batching.png", "comparison.png"):
+        assert (tmp_path / plot).stat().st_size > 5000

@@ -1,0 +1,101 @@
+"""The router side by side with what it stands in front of, in one run, with
+the same inputs and the same closed-loop load:
+
+- `sentiment hit`: Triton's own response cache (a second Triton whose
+  `sentiment` config enables it) over gRPC and over HTTP/JSON, against the
+  router's cache behind /predict and behind /v2/models/sentiment/infer, each
+  after warming the one input used. Every hit is counted where it happened:
+  Triton's `cache_hit` statistics, the router's `X-Cache: HIT` header.
+- `sentiment miss`: direct `tritonclient.grpc.aio` calls to the normal Triton
+  against the router's two routes, every request a new input.
+- `embedder miss`: the same on the sentence encoder, where the work per
+  request is real and Triton's dynamic batcher matters (skipped, with a
+  note, when `make models` has not built it).
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from bench.loadgen import make_inputs, make_text, oip_body, wanted_outputs
+from bench.stack import BATCH_VERSION, CACHED_MODEL, ROOT
+
+EMBEDDER = "embedder"
+
+
+def _triton_hits(url: str) -> int:
+    """Triton's count of inferences answered from its response cache, all versions of CACHED_MODEL."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    try:
+        stats = client.get_inference_statistics(CACHED_MODEL)["model_stats"]
+        return sum(int(s["inference_stats"]["cache_hit"]["count"]) for s in stats)
+    finally:
+        client.close()
+
+
+def _warm(runner) -> None:
+    """One request of the input every hit scenario repeats, to each cache."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(runner.stack.cache_triton.grpc_url)
+    try:
+        tensors = []
+        for name, datatype, array in make_inputs(CACHED_MODEL, 0, False, ""):
+            tensors.append(grpcclient.InferInput(name, list(array.shape), datatype))
+            tensors[-1].set_data_from_numpy(array)
+        outputs = [grpcclient.InferRequestedOutput(n, class_count=c) for n, c in wanted_outputs(CACHED_MODEL)]
+        client.infer(CACHED_MODEL, tensors, model_version=str(BATCH_VERSION), outputs=outputs)
+    finally:
+        client.close()
+    router = runner.router("grpc")
+    httpx.post(f"{router}/predict", json={"text": make_text(0, False, "")}, timeout=30).raise_for_status()
+    httpx.post(f"{router}/v2/models/{CACHED_MODEL}/infer", json=oip_body(CACHED_MODEL, 0, False, ""),
+               timeout=30).raise_for_status()
+
+
+def sentiment(runner) -> None:
+    s = runner.sizes
+    cache, router = runner.stack.cache_triton, runner.router("grpc")
+    version = str(BATCH_VERSION)
+    _warm(runner)
+    for conc in s.compare_concurrency:
+        procs = s.cache_procs if conc >= 16 else 1
+        for variant, target, url in (("triton cache, grpc", "triton", cache.grpc_url),
+                                     ("triton cache, http json", "oip", cache.http_url)):
+            before = _triton_hits(cache.http_url)
+            row = runner.load("sentiment hit", variant, target, url, concurrency=conc, samples=s.compare_samples,
+                              procs=procs, model=CACHED_MODEL, model_version=version)
+            row["hits"] = _triton_hits(cache.http_url) - before
+        runner.load("sentiment hit", "router /predict", "router", router, concurrency=conc,
+                    samples=s.compare_samples)
+        runner.load("sentiment hit", "router /v2 infer", "oip", router, concurrency=conc,
+                    samples=s.compare_samples, model=CACHED_MODEL)
+    for conc in s.compare_concurrency:
+        runner.load("sentiment miss", "direct grpc", "triton", runner.triton_grpc, concurrency=conc, unique=True,
+                    samples=s.compare_samples, model=CACHED_MODEL, model_version=version)
+        runner.load("sentiment miss", "router /predict", "router", router, concurrency=conc, unique=True,
+                    samples=s.compare_samples)
+        runner.load("sentiment miss", "router /v2 infer", "oip", router, concurrency=conc, unique=True,
+                    samples=s.compare_samples, model=CACHED_MODEL)
+
+
+def embedder(runner) -> str | None:
+    """The embedder's misses; a note instead when it is not built."""
+    if not any(p.is_dir() and p.name.isdigit() for p in (ROOT / "model_repository" / EMBEDDER).glob("*")):
+        return f"{EMBEDDER}: not built (run `make models`), its scenario was skipped"
+    s = runner.sizes
+    for conc in s.embed_concurrency:
+        runner.load("embedder miss", "direct grpc", "triton", runner.triton_grpc, concurrency=conc, unique=True,
+                    samples=s.embed_samples, model=EMBEDDER)
+        runner.load("embedder miss", "router /v2 infer", "oip", runner.router("grpc"), concurrency=conc,
+                    unique=True, samples=s.embed_samples, model=EMBEDDER)
+    return None
+
+
+def run(runner) -> list[str]:
+    """Every comparison scenario; the notes for the report."""
+    sentiment(runner)
+    note = embedder(runner)
+    return [note] if note else []
