@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from export import promote as rollouts
+from export import rollout_args as arg_types
 from export.constants import INSTANCE_KINDS
 from export.errors import ExportError, UsageError
 
@@ -74,20 +75,20 @@ def _rollout_parsers(sub) -> None:
                              description="Exit 0 when promoted, 3 when rolled back (or refused by the shadow "
                                          "check), 4 when paused, 1 on errors.")
     promote.add_argument("model")
-    promote.add_argument("version", type=rollouts.version_arg, help="3 or v3")
-    promote.add_argument("--steps", metavar="PERCENTS", type=rollouts.steps_arg,
-                         help="canary percents, comma-separated (router default: 5,25,50,100)")
-    promote.add_argument("--interval", metavar="SECONDS", type=rollouts.seconds_arg,
-                         help="seconds per step (router default: 30)")
-    promote.add_argument("--min-requests", metavar="N", type=int,
+    promote.add_argument("version", type=arg_types.version_arg, help="3 or v3")
+    promote.add_argument("--steps", metavar="PERCENTS", type=arg_types.steps_arg,
+                         help="canary percents, comma-separated and rising, at most 20 (router default: 5,25,50,100)")
+    promote.add_argument("--interval", metavar="SECONDS", type=arg_types.interval_arg,
+                         help="seconds per step, 0.1-86400 (router default: 30)")
+    promote.add_argument("--min-requests", metavar="N", type=arg_types.requests_arg,
                          help="canary requests a step needs (router default: 100)")
-    promote.add_argument("--max-error-rate", metavar="RATE", type=rollouts.fraction_arg,
+    promote.add_argument("--max-error-rate", metavar="RATE", type=arg_types.fraction_arg,
                          help="canary error rate, 0-1 (router default: 0.01)")
-    promote.add_argument("--max-p99-ratio", metavar="RATIO", type=float,
-                         help="canary p99 / default p99 (router default: 1.5)")
-    promote.add_argument("--min-agreement", metavar="FRACTION", type=rollouts.fraction_arg,
+    promote.add_argument("--max-p99-ratio", metavar="RATIO", type=arg_types.p99_ratio_arg,
+                         help="canary p99 / default p99, 1-1000 (router default: 1.5)")
+    promote.add_argument("--min-agreement", metavar="FRACTION", type=arg_types.fraction_arg,
                          help="shadow agreement, 0-1: checked after --shadow, and by the router at each step")
-    promote.add_argument("--shadow", metavar="SECONDS", type=rollouts.seconds_arg,
+    promote.add_argument("--shadow", metavar="SECONDS", type=arg_types.seconds_arg,
                          help="mirror every request to the version this long before the first step")
     promote.add_argument("--router", **router)
     promote.add_argument("--triton", metavar="URL",
@@ -104,7 +105,7 @@ def _rollout_parsers(sub) -> None:
     status.add_argument("--json", dest="as_json", action="store_true", help="the states as the router answers them")
 
 
-def parse_args(argv: Sequence[str]) -> tuple[str, BuildRequest | RepositoryArgs | rollouts.Args, bool]:
+def parse_args(argv: Sequence[str]) -> tuple[str, BuildRequest | RepositoryArgs | arg_types.Args, bool]:
     """The command, the request it acts on, and whether to hide progress lines."""
     fields = vars(_parser().parse_args(list(argv)))
     command, quiet = fields.pop("command"), fields.pop("quiet", False)
@@ -114,9 +115,9 @@ def parse_args(argv: Sequence[str]) -> tuple[str, BuildRequest | RepositoryArgs 
         return command, BuildRequest(**fields), quiet
     if command in ("rollback", "status"):
         fields.pop("repository")
-        return command, (rollouts.RollbackArgs if command == "rollback" else rollouts.StatusArgs)(**fields), quiet
+        return command, (arg_types.RollbackArgs if command == "rollback" else arg_types.StatusArgs)(**fields), quiet
     if command == "promote":
-        return command, rollouts.PromoteArgs(**fields), quiet
+        return command, arg_types.PromoteArgs(**fields), quiet
     return command, RepositoryArgs(**fields), quiet
 
 

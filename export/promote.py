@@ -1,25 +1,25 @@
 """`promote`, `rollback` and `status`: a version on disk into service, through the router.
 
-`promote` checks the version on disk, has Triton load it, optionally shadows
-it, then starts the router's automated rollout and follows it until the router
-promotes it (exit 0), rolls it back (3) or pauses it (4). The router decides
-every step; this only asks and reports. Nothing here imports torch; httpx is
-imported when a call is made.
+`promote` checks the version on disk and the options, pins the router's default
+when none is set (else the router would serve the new version as soon as Triton
+loads it), has Triton load it, optionally shadows it, then starts the router's
+automated rollout and follows it until the router promotes it (exit 0), rolls it
+back (3) or pauses it (4). The router decides every step; this only asks and reports.
+Nothing here imports torch; httpx is imported when a call is made.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from export.errors import ExportError
+from export.rollout_args import PromoteArgs, RollbackArgs, StatusArgs
 from export.remote import Api, Unreachable, rollout_path, router_api, triton_api
 from export.rollout_view import (as_dict, fmt, is_number, live_line, shadow_figures, shadow_line, state_line,
                                  status_table, step_label, verdict_of, version_label)
@@ -36,80 +36,6 @@ Out = Callable[[str], None]
 
 class Interrupted(ExportError):
     exit_code = 130
-
-
-@dataclass(frozen=True)
-class PromoteArgs:
-    repository: Path
-    model: str
-    version: int
-    steps: tuple[float, ...] | None = None
-    interval: float | None = None
-    min_requests: int | None = None
-    max_error_rate: float | None = None
-    max_p99_ratio: float | None = None
-    min_agreement: float | None = None
-    shadow: float | None = None
-    router: str | None = None
-    triton: str | None = None
-    no_wait: bool = False
-
-
-@dataclass(frozen=True)
-class RollbackArgs:
-    model: str
-    router: str | None = None
-    reason: str | None = None  # the router's own when left out
-
-
-@dataclass(frozen=True)
-class StatusArgs:
-    model: str | None = None
-    router: str | None = None
-    as_json: bool = False
-
-
-Args = PromoteArgs | RollbackArgs | StatusArgs
-
-
-# -- argument types ---------------------------------------------------------------------------------------------
-
-
-def version_arg(text: str) -> int:
-    digits = text[1:] if text[:1] in ("v", "V") else text
-    if not (digits.isascii() and digits.isdigit() and int(digits) >= 1):
-        raise argparse.ArgumentTypeError(f"a version looks like 3 or v3, got {text!r}")
-    return int(digits)
-
-
-def steps_arg(text: str) -> tuple[float, ...]:
-    try:
-        steps = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        steps = (math.nan,)
-    if not all(0 < s <= 100 for s in steps):
-        raise argparse.ArgumentTypeError(f"steps are percents above 0 and at most 100, like 5,25,50,100; got {text!r}")
-    return steps
-
-
-def fraction_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"a fraction between 0 and 1 (0.01 is 1%), got {text!r}")
-    return value
-
-
-def seconds_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"a number of seconds above 0, got {text!r}")
-    return value
 
 
 def _where(state: dict) -> str:
@@ -245,6 +171,13 @@ def _judged(state: dict) -> tuple:
     return state.get("status"), state.get("step"), verdict.get("result"), verdict.get("gate"), verdict.get("reason")
 
 
+def waiting_line(exc: Unreachable) -> str:
+    """What following waits for when the router does not answer, or answers a 500/502/503/504."""
+    what = ("the router to come back" if exc.status is None
+            else "the router to answer again (it may be restarting, or its Redis unreachable)")
+    return f"{exc}; waiting up to {UNREACHABLE_GRACE_S:g} s for {what}"
+
+
 def follow(get_state: Callable[[], dict], version: int, out: Out, sleep=time.sleep, clock=time.monotonic,
            state: dict | None = None) -> int:
     """A line whenever the step, status or verdict changes (and the figures every HEARTBEAT_S),
@@ -257,9 +190,9 @@ def follow(get_state: Callable[[], dict], version: int, out: Out, sleep=time.sle
             except Unreachable as exc:
                 if down_since is None:
                     down_since = clock()
-                    out(f"{exc}; asking again for {UNREACHABLE_GRACE_S:g} s")
+                    out(waiting_line(exc))
                 elif clock() - down_since >= UNREACHABLE_GRACE_S:
-                    raise
+                    raise Unreachable(f"{exc}, still after {UNREACHABLE_GRACE_S:g} s", exc.status) from None
                 sleep(POLL_S)
                 continue
             down_since = None
@@ -276,13 +209,34 @@ def follow(get_state: Callable[[], dict], version: int, out: Out, sleep=time.sle
         state = None
 
 
-def shadow_first(router: Api, args: PromoteArgs, out: Out, sleep=time.sleep, clock=time.monotonic) -> str | None:
-    """`--shadow`: why the rollout must not start after it, if it must not."""
-    current = as_dict(router.call("GET", rollout_path(args.model)))
-    if current.get("status") in ("progressing", "paused"):  # the start would be refused after the shadow
-        raise ExportError(f"a rollout of {args.model} is already {current['status']} (canary "
-                          f"{version_label(current.get('canary_version'))}): it must end before another starts")
-    return shadow_refusal(run_shadow(router, args, out, sleep, clock), args.min_agreement)
+def serving_version(models: Any, model: str, promoted: int) -> int | None:
+    """The version the router serves when no default is set: the highest READY one in its
+    GET /models answer (`models[model].versions`, version -> state), the promoted one aside."""
+    versions = as_dict(as_dict(as_dict(as_dict(models).get("models")).get(model)).get("versions"))
+    ready = [int(v) for v, s in versions.items() if s == "READY" and v.isascii() and v.isdigit()]
+    return max((v for v in ready if v != promoted), default=None)
+
+
+def before_loading(router: Api, model: str, version: int, out: Out) -> None:
+    """Refuses what the start would refuse, and pins the default: with none set the router serves
+    the highest READY version, so loading `version` would serve it before any analysis."""
+    path = rollout_path(model)
+    state = as_dict(router.call("GET", path))
+    if state.get("status") in ("progressing", "paused"):
+        raise ExportError(f"a rollout of {model} is already {state['status']} (canary "
+                          f"{version_label(state.get('canary_version'))}): it must end before another starts")
+    if state.get("default_version") == version:
+        raise ExportError(f"v{version} is already the default of {model}: there is nothing to roll out")
+    if state.get("default_version") is not None:
+        return
+    serving = serving_version(router.call("GET", "/models"), model, version)
+    if serving is None:
+        raise ExportError(f"the router has no READY version of {model} but v{version}, so nothing to compare a "
+                          f"canary with (to serve v{version} without a rollout, load it in Triton)")
+    router.call("PUT", path, {"default_version": serving,
+                              "reason": f"export promote: pin the default before loading v{version}"})
+    out(f"router: {model} had no default (the highest READY version serves); "
+        f"pinned v{serving} before loading v{version}")
 
 
 def promote(args: PromoteArgs, out: Out = print, sleep=time.sleep, clock=time.monotonic,
@@ -291,14 +245,16 @@ def promote(args: PromoteArgs, out: Out = print, sleep=time.sleep, clock=time.mo
     out(f"disk: {args.model} v{args.version} validates in {args.repository}")
     started: bool | None = False  # None: asked, no answer yet
     try:
-        with triton_api(args.triton, environ) as triton:
-            ensure_ready(triton, args.model, args.version, out, sleep, clock)
         with router_api(args.router, environ) as router:
+            before_loading(router, args.model, args.version, out)
+            with triton_api(args.triton, environ) as triton:
+                ensure_ready(triton, args.model, args.version, out, sleep, clock)
             wait_router_sees(router, args.model, args.version, sleep, clock)
-            refusal = shadow_first(router, args, out, sleep, clock) if args.shadow is not None else None
-            if refusal:
-                out(f"stopped: {refusal}; no rollout was started")
-                return 3
+            if args.shadow is not None:
+                refusal = shadow_refusal(run_shadow(router, args, out, sleep, clock), args.min_agreement)
+                if refusal:
+                    out(f"stopped: {refusal}; no rollout was started")
+                    return 3
             started = None
             state = router.call("POST", f"{rollout_path(args.model)}/start", start_body(args))
             started = True

@@ -16,10 +16,15 @@ DEFAULT_ROUTER_URL = "http://localhost:8080"  # the router's PORT (router/settin
 DEFAULT_TRITON_URL = "http://localhost:8000"
 DEFAULT_TRITON_ADMIN_HEADER = "triton-admin-key"  # TRITON_ADMIN_HEADER's default in router/settings.py
 TIMEOUT_S = 10.0  # every HTTP call but Triton's load
+TRANSIENT = (500, 502, 503, 504)  # a restart, a gateway, the router's Redis unreachable (503 control_unavailable)
 
 
 class Unreachable(ExportError):
-    """No answer, or a 502/503/504: worth asking again while following."""
+    """No answer (`status` None), or one of TRANSIENT: worth asking again while following."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def base_url(text: str) -> str:
@@ -101,8 +106,10 @@ class Api:
                                   "without JSON") from None
         if response.is_success:
             return payload
-        error = Unreachable if response.status_code in (502, 503, 504) else ExportError
-        raise error(error_line(self.service, response.status_code, payload, response.reason_phrase, self.hints))
+        line = error_line(self.service, response.status_code, payload, response.reason_phrase, self.hints)
+        if response.status_code in TRANSIENT:
+            raise Unreachable(line, response.status_code)
+        raise ExportError(line)
 
 
 def router_api(flag: str | None, environ: Mapping[str, str] = os.environ) -> Api:

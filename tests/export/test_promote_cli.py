@@ -1,16 +1,22 @@
 """`promote`, `rollback` and `status`: arguments, the lines printed from a rollout state,
-exit codes and error lines. No router here: the end-to-end test lives in tests/integration."""
+exit codes and error lines. No router here: small fake services answer fixed JSON over real
+HTTP where the order of the calls matters; the end-to-end test lives in tests/integration."""
 
+import json
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from export.cli import main, parse_args
 from export.config import VersionPolicy, read_config, render
 from export.errors import ExportError
-from export.promote import PromoteArgs, RollbackArgs, StatusArgs, follow, outcome, shadow_refusal, start_body
+from export.rollout_args import PromoteArgs, RollbackArgs, StatusArgs
+from export.promote import (follow, outcome, promote, serving_version,
+                            shadow_refusal, start_body)
 from export.remote import Unreachable, error_line, router_api, router_hints, router_url, triton_hints, triton_url
 from export.rollout_view import live_line, shadow_figures, shadow_line, state_line, status_table
 from tests.conftest import MODEL_REPOSITORY, ROOT, free_port
@@ -38,6 +44,50 @@ def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class FakeService:
+    """Real HTTP on a free port: a fixed (status, JSON) per (method, path), 404 otherwise;
+    each request is appended to `seen` as (name, method, path, body)."""
+
+    def __init__(self, name: str, answers: dict, seen: list) -> None:
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            length = int(handler.headers.get("Content-Length") or 0)
+            body = json.loads(handler.rfile.read(length)) if length else None
+            seen.append((name, handler.command, handler.path, body))
+            status, payload = answers.get((handler.command, handler.path), (404, {"detail": "Not Found"}))
+            data = json.dumps(payload).encode()
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+
+        handler = type("Handler", (BaseHTTPRequestHandler,), {"do_GET": answer, "do_PUT": answer, "do_POST": answer,
+                                                              "log_message": lambda *a: None})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def serve():
+    """serve(name, answers, seen) -> a FakeService, stopped after the test."""
+    services: list[FakeService] = []
+
+    def start(name: str, answers: dict, seen: list) -> FakeService:
+        services.append(FakeService(name, answers, seen))
+        return services[-1]
+
+    yield start
+    for service in services:
+        service.server.shutdown()
+        service.server.server_close()
+
+
+def models_answer(model: str, versions: dict) -> dict:
+    """GET /models as router/dataplane/views.py: models_view answers it (the fields read here)."""
+    return {"default_model": model, "triton": True, "models": {model: {"versions": versions, "default_version": None}}}
 
 
 # -- arguments ---------------------------------------------------------------------------------------------------
@@ -81,10 +131,57 @@ def test_rollback_and_status_arguments():
     (["promote", "sentiment", "3", "--min-agreement", "nan"],
      "argument --min-agreement: a fraction between 0 and 1 (0.01 is 1%), got 'nan'"),
     (["promote", "sentiment", "3", "--shadow", "0"], "argument --shadow: a number of seconds above 0, got '0'"),
+    (["promote", "sentiment", "3", "--shadow", "inf"], "argument --shadow: a number of seconds above 0, got 'inf'"),
+    (["promote", "sentiment", "3", "--steps", "50,25,100"],
+     "argument --steps: steps must rise, like 5,25,50,100; got '50,25,100'"),
+    (["promote", "sentiment", "3", "--steps", "5,5"], "argument --steps: steps must rise, like 5,25,50,100; got '5,5'"),
+    (["promote", "sentiment", "3", "--steps", "5,nan"],
+     "argument --steps: steps are percents above 0 and at most 100, like 5,25,50,100; got '5,nan'"),
+    (["promote", "sentiment", "3", "--steps", ",".join(str(s) for s in range(1, 22))],
+     "argument --steps: at most 20 steps, got 21"),
+    (["promote", "sentiment", "3", "--min-requests", "0"],
+     "argument --min-requests: a whole number of requests from 1 to 10000000, got '0'"),
+    (["promote", "sentiment", "3", "--min-requests", "2.5"],
+     "argument --min-requests: a whole number of requests from 1 to 10000000, got '2.5'"),
+    (["promote", "sentiment", "3", "--max-p99-ratio", "0.9"],
+     "argument --max-p99-ratio: a ratio from 1 to 1000 (1.5: the canary's p99 may be 1.5 x the default's), got '0.9'"),
+    (["promote", "sentiment", "3", "--max-p99-ratio", "inf"],
+     "argument --max-p99-ratio: a ratio from 1 to 1000 (1.5: the canary's p99 may be 1.5 x the default's), got 'inf'"),
+    (["promote", "sentiment", "3", "--max-p99-ratio", "nan"],
+     "argument --max-p99-ratio: a ratio from 1 to 1000 (1.5: the canary's p99 may be 1.5 x the default's), got 'nan'"),
+    (["promote", "sentiment", "3", "--max-error-rate", "-0.01"],
+     "argument --max-error-rate: a fraction between 0 and 1 (0.01 is 1%), got '-0.01'"),
+    (["promote", "sentiment", "3", "--min-agreement", "inf"],
+     "argument --min-agreement: a fraction between 0 and 1 (0.01 is 1%), got 'inf'"),
+    (["promote", "sentiment", "3", "--interval", "0"],
+     "argument --interval: a number of seconds from 0.1 to 86400, got '0'"),
+    (["promote", "sentiment", "3", "--interval", "nan"],
+     "argument --interval: a number of seconds from 0.1 to 86400, got 'nan'"),
+    (["promote", "sentiment", "3", "--interval", "inf"],
+     "argument --interval: a number of seconds from 0.1 to 86400, got 'inf'"),
     (["promote", "sentiment"], "the following arguments are required: version"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):
     assert run(capsys, *argv) == (2, "", f"error: {message} (see --help)\n")
+
+
+def test_the_router_s_limits_are_accepted():
+    _, args, _ = parse_args(["promote", "digits", "2", "--steps", ",".join(str(s) for s in range(5, 105, 5)),
+                             "--interval", "0.1", "--min-requests", "1", "--max-p99-ratio", "1",
+                             "--max-error-rate", "0", "--min-agreement", "1"])
+    assert (len(args.steps), args.interval, args.min_requests, args.max_p99_ratio, args.max_error_rate,
+            args.min_agreement) == (20, 0.1, 1, 1.0, 0.0, 1.0)
+    _, args, _ = parse_args(["promote", "digits", "2", "--interval", "86400", "--min-requests", "10000000",
+                             "--max-p99-ratio", "1000"])
+    assert (args.interval, args.min_requests, args.max_p99_ratio) == (86400.0, 10_000_000, 1000.0)
+
+
+def test_bad_options_are_refused_before_triton_or_the_router_is_asked(capsys, repo_copy, serve):
+    seen: list = []
+    router, triton = serve("router", {}, seen), serve("triton", {}, seen)
+    code, out, err = run(capsys, "--repository", str(repo_copy), "promote", "digits", "2", "--router", router.url,
+                         "--triton", triton.url, "--max-p99-ratio", "inf")
+    assert (code, out, seen) == (2, "", [])
 
 
 def test_rollout_commands_start_without_torch_or_httpx():
@@ -146,6 +243,27 @@ def test_an_unreachable_router_is_one_line_without_the_key():
             router.call("GET", "/admin/rollouts")
     assert str(caught.value).startswith(f"router: cannot reach http://127.0.0.1:{port} (")
     assert "rk_secret" not in str(caught.value)
+
+
+def test_a_500_or_503_from_the_router_is_worth_asking_again_but_a_409_is_not(serve):
+    unavailable = {"error": {"code": "control_unavailable", "message": "the rollout store (Redis) is unreachable",
+                             "request_id": "r1"}}
+    conflict = {"error": {"code": "conflict", "message": "a rollout of digits is already progressing",
+                          "request_id": "r2"}}
+    fake = serve("router", {("GET", "/503"): (503, unavailable), ("GET", "/500"): (500, None),
+                            ("GET", "/409"): (409, conflict)}, [])
+    with router_api(fake.url, {}) as router:
+        with pytest.raises(Unreachable) as caught:
+            router.call("GET", "/503")
+        assert (str(caught.value), caught.value.status) == (
+            "router: 503 control_unavailable: the rollout store (Redis) is unreachable", 503)
+        with pytest.raises(Unreachable) as caught:
+            router.call("GET", "/500")
+        assert (str(caught.value), caught.value.status) == ("router: 500 internal server error", 500)
+        with pytest.raises(ExportError) as caught:
+            router.call("GET", "/409")
+        assert type(caught.value) is ExportError
+        assert str(caught.value) == "router: 409 conflict: a rollout of digits is already progressing"
 
 
 # -- lines from a state -----------------------------------------------------------------------------------------
@@ -271,9 +389,34 @@ def test_follow_waits_out_a_router_restart_but_not_forever():
     answers = iter([down, down, lambda: _state(status="paused", reason="held")])
     lines: list[str] = []
     assert follow(lambda: next(answers)(), 3, lines.append, sleep=lambda s: None, clock=clock) == 4
-    assert lines[0] == "router: cannot reach http://r:1 (connection refused); asking again for 30 s"
-    with pytest.raises(Unreachable):
+    assert lines[0] == ("router: cannot reach http://r:1 (connection refused); "
+                        "waiting up to 30 s for the router to come back")
+    with pytest.raises(Unreachable, match=r"^router: cannot reach http://r:1 \(connection refused\), still after 30 s"):
         follow(down, 3, lines.append, sleep=lambda s: None, clock=clock)
+
+
+def test_follow_waits_out_a_500_or_503_from_the_router_for_30_s():
+    clock = iter(range(0, 1000, 10)).__next__  # 10 s a tick
+
+    def failing(status: int, line: str):
+        def answer():
+            raise Unreachable(line, status)
+        return answer
+
+    redis = failing(503, "router: 503 control_unavailable: the rollout store (Redis) is unreachable")
+    restarting = failing(500, "router: 500 internal server error")
+    answers = iter([redis, restarting, lambda: STATE, restarting, lambda: _state(status="paused", reason="held")])
+    lines: list[str] = []
+    assert follow(lambda: next(answers)(), 3, lines.append, sleep=lambda s: None, clock=clock) == 4
+    assert lines[0] == ("router: 503 control_unavailable: the rollout store (Redis) is unreachable; waiting up to "
+                        "30 s for the router to answer again (it may be restarting, or its Redis unreachable)")
+    assert lines[1].startswith("step 2/4  25%")
+    assert lines[2] == ("router: 500 internal server error; waiting up to 30 s for the router to answer again "
+                        "(it may be restarting, or its Redis unreachable)")
+    with pytest.raises(Unreachable) as caught:  # 503 at 0, 10, 20 and 30 s: the budget is spent
+        follow(redis, 3, lines.append, sleep=lambda s: None, clock=iter(range(0, 1000, 10)).__next__)
+    assert (str(caught.value), caught.value.status) == (
+        "router: 503 control_unavailable: the rollout store (Redis) is unreachable, still after 30 s", 503)
 
 
 # -- promote's checks before any call ----------------------------------------------------------------------------
@@ -303,10 +446,89 @@ def test_promote_refuses_a_version_outside_the_version_policy(capsys, repo_copy)
                    "so Triton would not load it (rebuild with --version-policy)\n")
 
 
-def test_promote_says_when_triton_cannot_be_reached(capsys, tmp_path):
+def test_promote_says_when_triton_cannot_be_reached(capsys, tmp_path, serve):
     shutil.copytree(MODEL_REPOSITORY / "digits", tmp_path / "digits")
+    seen: list = []
+    router = serve("router", {("GET", "/admin/rollouts/digits"): (200, _state(model="digits", default_version=1,
+                                                                                canary_version=None, status="idle"))},
+                   seen)
     port = free_port()
-    code, out, err = run(capsys, "--repository", str(tmp_path), "promote", "digits", "2",
+    code, out, err = run(capsys, "--repository", str(tmp_path), "promote", "digits", "2", "--router", router.url,
                          "--triton", f"127.0.0.1:{port}")
     assert (code, out) == (1, f"disk: digits v2 validates in {tmp_path}\n")
     assert err.startswith(f"error: triton: cannot reach http://127.0.0.1:{port} (") and err.count("\n") == 1
+    assert seen == [("router", "GET", "/admin/rollouts/digits", None)]  # a default is set: nothing to pin
+
+
+# -- the default is pinned before Triton loads the version -------------------------------------------------------
+
+
+def test_the_version_served_without_a_default_is_the_highest_ready_one_but_the_promoted():
+    assert serving_version(models_answer("digits", {"1": "READY", "2": "READY", "3": "UNAVAILABLE"}), "digits", 3) == 2
+    assert serving_version(models_answer("digits", {"1": "READY", "3": "READY"}), "digits", 3) == 1
+    assert serving_version(models_answer("digits", {"2": "READY", "10": "READY"}), "digits", 3) == 10  # not "2" > "10"
+    assert serving_version(models_answer("digits", {"3": "READY", "1": "LOADING"}), "digits", 3) is None
+    assert serving_version(models_answer("digits", {}), "digits", 3) is None
+    assert serving_version(models_answer("sentiment", {"1": "READY"}), "digits", 3) is None
+    assert serving_version(None, "digits", 3) is None
+
+
+def rollout_answers(model: str, state: dict, versions: dict, promoted: int) -> dict:
+    """The router's answers that promote asks for: its state, its models, and a start that promotes at once."""
+    path = f"/admin/rollouts/{model}"
+    done = {**state, "status": "promoted", "default_version": promoted, "canary_version": None, "revision": 3}
+    return {("GET", path): (200, state), ("GET", "/models"): (200, models_answer(model, versions)),
+            ("PUT", path): (200, {**state, "revision": 2}), ("POST", f"{path}/start"): (200, done)}
+
+
+def test_promote_pins_the_served_version_as_default_before_triton_loads(repo_copy, serve):
+    seen: list = []
+    idle = {"model": "digits", "revision": 0, "status": "idle", "default_version": None, "canary_version": None}
+    router = serve("router", rollout_answers("digits", idle, {"1": "READY", "2": "READY"}, 2), seen)
+    triton = serve("triton", {("GET", "/v2/models/digits/versions/2/ready"): (200, None)}, seen)
+    lines: list[str] = []
+    args = PromoteArgs(repo_copy, "digits", 2, router=router.url, triton=triton.url)
+    assert promote(args, lines.append, sleep=lambda s: None, environ={}) == 0
+    assert [(name, method, path) for name, method, path, _ in seen] == [
+        ("router", "GET", "/admin/rollouts/digits"), ("router", "GET", "/models"),
+        ("router", "PUT", "/admin/rollouts/digits"),  # before Triton is asked
+        ("triton", "GET", "/v2/models/digits/versions/2/ready"),
+        ("router", "GET", "/models"), ("router", "POST", "/admin/rollouts/digits/start")]
+    assert seen[2][3] == {"default_version": 1, "reason": "export promote: pin the default before loading v2"}
+    assert lines[:3] == [
+        f"disk: digits v2 validates in {repo_copy}",
+        "router: digits had no default (the highest READY version serves); pinned v1 before loading v2",
+        "triton: digits v2 is READY"]
+    assert lines[-1] == "promoted: digits v2 is the default (revision 3)"
+
+
+def test_promote_refuses_when_no_other_version_is_ready_and_loads_nothing(capsys, repo_copy, serve):
+    seen: list = []
+    idle = {"model": "digits", "revision": 0, "status": "idle", "default_version": None, "canary_version": None}
+    router = serve("router", rollout_answers("digits", idle, {"1": "UNAVAILABLE", "2": "READY"}, 2), seen)
+    triton = serve("triton", {}, seen)
+    code, out, err = run(capsys, "--repository", str(repo_copy), "promote", "digits", "2", "--router", router.url,
+                         "--triton", triton.url)
+    assert (code, out) == (1, f"disk: digits v2 validates in {repo_copy}\n")
+    assert err == ("error: the router has no READY version of digits but v2, so nothing to compare a canary with "
+                   "(to serve v2 without a rollout, load it in Triton)\n")
+    assert [(name, method, path) for name, method, path, _ in seen] == [
+        ("router", "GET", "/admin/rollouts/digits"), ("router", "GET", "/models")]
+
+
+@pytest.mark.parametrize("state,message", [
+    ({"status": "progressing", "default_version": 1, "canary_version": 3},
+     "a rollout of digits is already progressing (canary v3): it must end before another starts"),
+    ({"status": "paused", "default_version": None, "canary_version": 3},
+     "a rollout of digits is already paused (canary v3): it must end before another starts"),
+    ({"status": "promoted", "default_version": 2, "canary_version": None},
+     "v2 is already the default of digits: there is nothing to roll out"),
+])
+def test_promote_refuses_what_the_start_would_refuse_before_triton_loads(capsys, repo_copy, serve, state, message):
+    seen: list = []
+    router = serve("router", rollout_answers("digits", {"model": "digits", **state}, {"1": "READY"}, 2), seen)
+    triton = serve("triton", {}, seen)
+    code, out, err = run(capsys, "--repository", str(repo_copy), "promote", "digits", "2", "--router", router.url,
+                         "--triton", triton.url, "--shadow", "5")
+    assert (code, err) == (1, f"error: {message}\n")
+    assert seen == [("router", "GET", "/admin/rollouts/digits", None)]
