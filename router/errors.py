@@ -89,6 +89,12 @@ class JobsUnavailable(RouterError):
     status, code = 503, "jobs_unavailable"
 
 
+class ControlUnavailable(RouterError):
+    """The rollout states' Redis cannot be read or written now."""
+
+    status, code = 503, "control_unavailable"
+
+
 def error_body(code: str, message: str, request_id: str | None) -> dict:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
 

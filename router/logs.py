@@ -66,7 +66,7 @@ class BufferedStderr(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         super().emit(record)
-        if record.name != "router.access" or record.levelno >= logging.WARNING:
+        if not record.name.startswith("router.access") or record.levelno >= logging.WARNING:
             self.flush_now()
 
     def _run(self) -> None:

@@ -68,6 +68,8 @@ class Metrics:
                                          ["model", "reason"], registry=r)
         self.rollout_promotions = Counter("rollout_promotions_total", "Rollouts promoted by the controller",
                                           ["model"], registry=r)
+        self.batch_rows = Histogram("router_batch_rows", "Rows per Triton request the router sent for misses",
+                                    ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self._request_children: dict[tuple, tuple] = {}
         # plain tallies for /stats
         self._lock = threading.Lock()
@@ -98,6 +100,10 @@ class Metrics:
             self._hits += int(hit)
         if self.enabled:
             (self.cache_hits if hit else self.cache_misses).labels(model, str(version)).inc()
+
+    def observe_batch(self, key: tuple, items: int, rows: int) -> None:
+        if self.enabled:
+            self.batch_rows.labels(key[1]).observe(rows)
 
     def observe_tier_hit(self, tier: str) -> None:
         if self.enabled:

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     cache_ttl_jitter: float = Field(default=0.1, ge=0.0, le=0.5)
     cache_namespace: str = "pred"
+    # Router-side adaptive batching of cache misses (per model, version and output request).
+    batching: bool = Field(default=True, description="gather concurrent misses into one Triton request")
+    batch_in_flight: int = Field(default=2, ge=1, le=64, description="Triton calls at once per key; more wait")
+    batch_window_ms: float = Field(default=0.0, ge=0, le=100, description="wait this long to fill a batch (0: adaptive)")
+    batch_max_queue: int = Field(default=4096, ge=1, description="misses waiting per key; more are 503")
     fast_path: bool = Field(default=True, description="serve /predict and /v2 infer without FastAPI's layers")
     # The in-process tier (in front of Redis, or alone without it): entries and bytes; 0 entries: none.
     cache_lru_size: int = Field(default=10_000, ge=0)

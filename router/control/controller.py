@@ -80,30 +80,32 @@ P99_SAMPLES = 100
 
 def judge(policy: Policy, percent: float, canary: VersionFigures, default: VersionFigures,
           shadow: ShadowFigures | None, interval_over: bool, p99_floor_s: float) -> Judgement:
-    """One step's verdict. A breach is found as soon as it is certain, without
-    waiting for the interval to end: more errors than the step could allow even
-    if every remaining request up to `min_requests` succeeded; a p99 over the
-    limit once both versions have at least `min_requests` and 100 timings
-    (`default` is the default's figures under the same load: this step's, or
-    the whole rollout's while this step has too few; at the interval's end,
-    on whatever timings there are, so that a step never passes unjudged);
-    agreement under the
-    minimum on at least `min_requests` comparisons. Otherwise the step passes
-    once its interval is over with `min_requests` canary requests, or holds."""
+    """One step's verdict.
+
+    A breach is found as soon as it is certain, without waiting for the
+    interval to end: more canary errors than the step could allow even if
+    every request still to come up to `min_requests` succeeded; a canary p99
+    over the limit, read once both versions have 100 Triton timings (fewer is
+    little more than a maximum, which one cold start decides; `default` is the
+    default's figures under the same load: this step's, or the whole
+    rollout's while this step has too few); agreement under the minimum over
+    at least `min_requests` comparisons. Otherwise, once the interval is over,
+    the step passes with `min_requests` canary requests and every gate judged
+    (a canary whose every answer came from the cache has no latency to
+    judge), or holds and says what is missing: no step passes unjudged."""
     allowed = policy.max_error_rate * max(canary.requests, policy.min_requests)
-    if canary.errors > allowed:
+    if canary.errors > allowed + 1e-9:
         return Judgement("breach", "error_rate",
                          f"canary error rate {canary.error_rate:.2%} ({canary.errors} of {canary.requests}) "
                          f"over {policy.max_error_rate:.2%}")
-    # Before the interval ends, only a p99 read from enough timings; at its end, from what there is.
-    samples = policy.min_requests if interval_over else max(policy.min_requests, P99_SAMPLES)
-    if canary.requests >= samples and default.requests >= min(samples, P99_SAMPLES) \
-            and canary.p99_s is not None and default.p99_s is not None:
-        limit = max(policy.max_p99_ratio * default.p99_s, p99_floor_s)
-        if canary.p99_s > limit:
+    timed = canary.p99_s is not None and default.p99_s is not None \
+        and min(canary.timings, default.timings) >= P99_SAMPLES
+    if timed:
+        limit = max(policy.max_p99_ratio * default.p99_s, p99_floor_s)  # type: ignore[operator]
+        if canary.p99_s > limit:  # type: ignore[operator]
             return Judgement("breach", "latency",
-                             f"canary p99 {canary.p99_s * 1000:.1f} ms over {limit * 1000:.1f} ms "
-                             f"({policy.max_p99_ratio:g} x the default's {default.p99_s * 1000:.1f} ms)")
+                             f"canary p99 {canary.p99_s * 1000:.1f} ms over {limit * 1000:.1f} ms "  # type: ignore
+                             f"({policy.max_p99_ratio:g} x the default's {default.p99_s * 1000:.1f} ms)")  # type: ignore
     agreement = shadow.agreement if shadow is not None else None
     if policy.min_agreement is not None and agreement is not None and shadow is not None \
             and shadow.compared >= policy.min_requests and agreement < policy.min_agreement:
@@ -114,11 +116,15 @@ def judge(policy: Policy, percent: float, canary: VersionFigures, default: Versi
         return Judgement("pending")
     if canary.requests < policy.min_requests:
         return Judgement("hold", None, f"{canary.requests} of {policy.min_requests} canary requests")
+    if not timed and canary.timings > 0:
+        return Judgement("hold", None, f"{canary.timings} canary and {default.timings} default Triton timings "
+                         f"of the {P99_SAMPLES} each that a p99 needs")
     if policy.min_agreement is not None and percent < 100 and (shadow is None
                                                                 or shadow.compared < policy.min_requests):
         compared = shadow.compared if shadow is not None else 0
         return Judgement("hold", None, f"{compared} of {policy.min_requests} shadow comparisons")
-    return Judgement("pass", None, f"{canary.requests} canary requests within every gate")
+    cached = "" if timed else " (every canary answer came from the cache: no latency to judge)"
+    return Judgement("pass", None, f"{canary.requests} canary requests within every gate{cached}")
 
 
 class Controller:
@@ -194,8 +200,7 @@ class Controller:
         history = await self.figures.read(model, state.windows or [state.window])
         canary = version_figures(current, state.canary_version)
         now_default = version_figures(current, default)
-        baseline = now_default if now_default.requests >= max(policy.min_requests, P99_SAMPLES) \
-            else version_figures(history, default)
+        baseline = now_default if now_default.timings >= P99_SAMPLES else version_figures(history, default)
         shadow = shadow_figures(current, state.shadow_version)
         interval_over = state.step_deadline is not None and now >= state.step_deadline
         if self.service.catalog.snapshot.triton_ready and state.canary_version not in ready:

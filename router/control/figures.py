@@ -47,16 +47,22 @@ class Recorder:
             tally = self._pending[(model, window)] = defaultdict(float)
         return tally
 
-    def attempt(self, model: str, version: int, seconds: float, ok: bool) -> None:
-        """One try of one version: its time, and whether it failed (a failure that
-        another version then served still counts against this one)."""
+    def attempt(self, model: str, version: int, ok: bool) -> None:
+        """One routed request's try of one version, and whether it failed (a
+        failure that another version then served still counts against this one)."""
         tally = self._tally(model)
         if tally is None:
             return
         tally[f"{version}:n"] += 1
         if not ok:
             tally[f"{version}:e"] += 1
-        tally[f"{version}:b{bisect.bisect_left(BOUNDS, seconds)}"] += 1
+
+    def latency(self, model: str, version: int, seconds: float) -> None:
+        """One Triton call of one version: the latency the gate compares (a
+        cache hit is no version's latency)."""
+        tally = self._tally(model)
+        if tally is not None:
+            tally[f"{version}:b{bisect.bisect_left(BOUNDS, seconds)}"] += 1
 
     def shadow(self, model: str, version: int, agree: bool | None, max_abs_diff: float | None = None,
                cosine: float | None = None) -> None:
@@ -69,9 +75,9 @@ class Recorder:
             tally[f"{version}:se"] += 1
             return
         tally[f"{version}:sa"] += int(agree)
-        if max_abs_diff is not None:
+        if max_abs_diff is not None and math.isfinite(max_abs_diff):
             tally[f"{version}:sd"] += max_abs_diff
-        if cosine is not None:
+        if cosine is not None and math.isfinite(cosine):
             tally[f"{version}:sc"] += cosine
             tally[f"{version}:sk"] += 1
 
@@ -86,6 +92,7 @@ class VersionFigures:
     requests: int
     errors: int
     p99_s: float | None
+    timings: int = 0  # Triton calls timed (the p99's samples)
 
     @property
     def error_rate(self) -> float:
@@ -93,7 +100,7 @@ class VersionFigures:
 
     def view(self) -> dict:
         return {"version": self.version, "requests": self.requests, "errors": self.errors,
-                "error_rate": round(self.error_rate, 6),
+                "error_rate": round(self.error_rate, 6), "timings": self.timings,
                 "p99_ms": None if self.p99_s is None else round(self.p99_s * 1000, 3)}
 
 
@@ -153,7 +160,7 @@ def version_figures(totals: dict[str, float], version: int | None) -> VersionFig
     prefix = f"{version}:b"
     counts = {int(f[len(prefix):]): v for f, v in totals.items() if f.startswith(prefix)}
     return VersionFigures(version, int(totals.get(f"{version}:n", 0)), int(totals.get(f"{version}:e", 0)),
-                          quantile(counts, 0.99))
+                          quantile(counts, 0.99), int(sum(counts.values())))
 
 
 def shadow_figures(totals: dict[str, float], version: int | None) -> ShadowFigures | None:
@@ -247,9 +254,15 @@ class Flusher:
         try:
             await self.store.add(batch)
         except Exception as exc:
-            if len(batch) <= self.MAX_KEPT:
+            from redis.exceptions import ResponseError
+
+            if isinstance(exc, ResponseError):  # Redis refused a command: EXEC may have applied the rest
+                log.warning("rollout figures refused by Redis (%s); this flush's are dropped", exc)
+            elif len(batch) <= self.MAX_KEPT:
                 self._kept = batch
-            log.warning("cannot store rollout figures (%s); kept for the next flush", exc)
+                log.warning("cannot store rollout figures (%s); kept for the next flush", exc)
+            else:
+                log.warning("cannot store rollout figures (%s); %d windows' figures dropped", exc, len(batch))
 
     async def _run(self) -> None:
         while True:

@@ -162,9 +162,13 @@ class Rollout(BaseModel):
     def apply(self, change: Split, by: str | None, reason: str | None) -> "Rollout":
         """A change by hand (PUT)."""
         fields = change.model_dump(exclude_unset=True, exclude={"reason"})
-        if self.status in ("progressing", "paused") and \
-                {"default_version", "canary_version", "canary_percent"} & set(fields):
+        active = self.status in ("progressing", "paused")
+        if active and {"default_version", "canary_version", "canary_percent"} & set(fields):
             raise RolloutConflict(f"a rollout of {self.model} is {self.status}: promote or roll it back first")
+        if active and self.analysis.policy is not None and self.analysis.policy.min_agreement is not None \
+                and {"shadow_version", "shadow_percent"} & set(fields):
+            raise RolloutConflict(f"the rollout of {self.model} is judged on its shadow's agreement: "
+                                  "its shadow cannot change until it ends")
         if {"default_version", "canary_version", "canary_percent"} & set(fields) and self.status in ("promoted",
                                                                                                     "rolled_back"):
             fields["status"] = "idle"
@@ -172,15 +176,23 @@ class Rollout(BaseModel):
 
     # --- an analysed rollout ---------------------------------------------------
 
-    def start(self, start: Start, by: str | None, now: float | None = None) -> "Rollout":
+    def start(self, start: Start, by: str | None, now: float | None = None,
+              serving: int | None = None) -> "Rollout":
+        """`serving`: the version the default serves now, pinned as the default
+        when none is set (else the canary, once loaded, would be the highest
+        READY version, and with it the default)."""
         now = time.time() if now is None else now
         if self.status in ("progressing", "paused"):
             raise RolloutConflict(f"a rollout of {self.model} is already {self.status} "
                                   f"(canary v{self.canary_version}): promote or roll it back first")
-        if start.canary_version == self.default_version:
+        default = self.default_version if self.default_version is not None else serving
+        if default is None:
+            raise RolloutConflict(f"{self.model} has no other READY version to compare v{start.canary_version} with")
+        if start.canary_version == default:
             raise RolloutConflict(f"v{start.canary_version} is already the default of {self.model}")
         policy = start.policy()
-        fields = {"canary_version": start.canary_version, "canary_percent": policy.steps[0], "status": "progressing",
+        fields = {"default_version": default, "canary_version": start.canary_version,
+                  "canary_percent": policy.steps[0], "status": "progressing",
                   "step": 0, "steps": policy.steps, "reason": None, "holds": 0,
                   "step_deadline": now + policy.interval_s,
                   "analysis": Analysis(policy=policy, p99_floor_ms=self.analysis.p99_floor_ms)}
@@ -203,13 +215,14 @@ class Rollout(BaseModel):
         return updated
 
     def hold(self, verdict: dict, max_holds: int, now: float | None = None) -> "Rollout":
-        """Too few requests when the interval ended: one more interval, or a pause."""
+        """Too few figures to judge the step when its interval ended (requests, timings,
+        comparisons): one more interval, or a pause."""
         now = time.time() if now is None else now
         assert self.analysis.policy is not None
         holds = self.holds + 1
         if holds >= max_holds:
-            reason = (f"paused: fewer than {self.analysis.policy.min_requests} canary requests at "
-                      f"{self.canary_percent:g}% after {holds} intervals")
+            reason = (f"paused at {self.canary_percent:g}% after {holds} held intervals: "
+                      f"{verdict.get('reason') or 'too few figures to judge the step'}")
             return self.next({"status": "paused", "holds": holds, "reason": reason, "step_deadline": None,
                               "analysis": self._with(verdict)}, None, reason, "pause", now)
         return self.next({"holds": holds, "step_deadline": now + self.analysis.policy.interval_s,

@@ -135,10 +135,21 @@ class RolloutSync:
 
     def __init__(self, store, apply: Apply, refresh_s: float) -> None:
         self.store = store
-        self.apply = apply
+        self._apply = apply
         self.refresh_s = refresh_s
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._seq = 0  # counts applications; a model's last one, so that a slow re-read never undoes a newer one
+        self._applied: dict[str, int] = {}
+
+    def apply(self, model: str, state: Rollout, read_at: int | None = None) -> None:
+        """Applies `state`, unless it was read (at `read_at`) before a newer
+        application of the same model (a re-read that raced an announcement)."""
+        if read_at is not None and self._applied.get(model, -1) > read_at:
+            return
+        self._seq += 1
+        self._applied[model] = self._seq
+        self._apply(model, state)
 
     async def start(self) -> None:
         try:
@@ -149,13 +160,15 @@ class RolloutSync:
             self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
 
     async def reload(self) -> None:
+        read_at = self._seq
         for model, state in (await self.store.all()).items():
-            self.apply(model, state)
+            self.apply(model, state, read_at)
 
     async def _one(self, model: str) -> None:
+        read_at = self._seq
         state = await self.store.get(model)
         if state is not None:
-            self.apply(model, state)
+            self.apply(model, state, read_at)
 
     async def _listen(self) -> None:
         backoff = 0.25
@@ -237,13 +250,13 @@ async def open_control(settings: Settings, service, controller: bool = False) ->
 
     sync = RolloutSync(store, apply, settings.control_refresh_s)
     flusher = Flusher(service.figures, figures, settings.rollout_figures_flush_s)
-    ctl = Controller(store, figures, lease, service, settings, metrics, apply) if controller else None
+    ctl = Controller(store, figures, lease, service, settings, metrics, sync.apply) if controller else None
     try:
         await sync.start()
         flusher.start()
         if ctl is not None:
             ctl.start()
-        yield Control(store, figures, apply, flusher, ctl)
+        yield Control(store, figures, sync.apply, flusher, ctl)
     finally:
         if ctl is not None:
             await ctl.stop()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from dataclasses import replace
 from typing import Awaitable, Callable, TypeVar
 
@@ -19,17 +20,19 @@ from router.dataplane.catalog import Catalog, ModelInfo
 from router.dataplane.gateway import Gateway
 from router.dataplane.inputs import Inputs
 from router.control.figures import Recorder
+from router.dataplane.batcher import Batcher, BatcherClosed, BatcherFull
 from router.control.state import Rollout
 from router.dataplane.routing import Decision, fallback, in_canary, resolve
 from router.dataplane.shadow import Shadows, compare_scores
 from router.dataplane.singleflight import SingleFlight
 from router.dataplane.types import Item, Options, Prediction, Scores
-from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, RouterError, TritonUnavailable,
-                           VersionUnavailable)
+from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, Overloaded, RouterError,
+                           TritonUnavailable, VersionUnavailable)
 from router.metrics import Metrics
 from router.settings import ModelRoute, Settings
 
 log = logging.getLogger(__name__)
+batch_log = logging.getLogger("router.access.batch")  # one line per batched Triton request, written in blocks
 
 T = TypeVar("T")
 
@@ -48,9 +51,14 @@ class PredictionService:
         self.inputs = Inputs(settings)
         self.figures = Recorder()
         self.shadows = Shadows(settings.shadow_max_in_flight, metrics.shadow_skipped.inc)
+        self.batcher: Batcher = Batcher(self._batch_call, max_batch=lambda key: key[-1],
+                                        window_s=settings.batch_window_ms / 1000 or None,
+                                        max_queue=settings.batch_max_queue,
+                                        max_in_flight=settings.batch_in_flight, on_batch=metrics.observe_batch)
 
     async def close(self) -> None:
         await self.shadows.close()
+        await self.batcher.close()
         self.inputs.close()
 
     def set_route(self, model: str, route: ModelRoute) -> None:
@@ -164,14 +172,8 @@ class PredictionService:
 
     async def predict_many(self, items: list[Item], opts: Options, request_id: str | None) -> list[Prediction]:
         info, tensors, top_k = await self.prepare(items, opts)
-        decision = self.decide(opts)
-        while True:
-            try:
-                results = await self.attempt(opts.model, decision.version,
-                                             self._serve(info, decision.version, tensors, top_k, request_id))
-                break
-            except RouterError as exc:
-                decision = self._after_failure(opts, decision, exc)
+        decision, results = await self.routed(
+            opts, lambda version: self._serve(info, version, tensors, top_k, request_id))
         if opts.requested_version is None:
             primary = [scores for scores, _ in results]
             self.shadow(opts.model, opts.routing_key, decision.version,
@@ -181,18 +183,32 @@ class PredictionService:
                            decision.requested_version)
                 for (scores, cached), text in zip(results, texts)]
 
-    async def attempt(self, model: str, version: int, work: Awaitable[T]) -> T:
-        """One try of one version, counted in the rollout's figures: its time,
-        and a failure unless the input was at fault."""
-        started = time.perf_counter()
-        try:
-            result = await work
-        except RouterError as exc:
-            if not isinstance(exc, BadRequest):
-                self.figures.attempt(model, version, time.perf_counter() - started, False)
-            raise
-        self.figures.attempt(model, version, time.perf_counter() - started, True)
-        return result
+    async def routed(self, opts: Options, serve: Callable[[int], Awaitable[T]]) -> tuple[Decision, T]:
+        """`serve(version)` with the version routing decides, falling back as
+        `_after_failure` says. Each try of a routed request counts in the
+        rollout's figures (a request pinned to a version does not: it would
+        let any client decide a step): a success, or a failure that is the
+        version's. A canary that refuses the input (400) falls back too, and
+        counts as the canary's failure only when the default then serves it."""
+        decision = self.decide(opts)
+        counted = opts.requested_version is None
+        refused: int | None = None
+        while True:
+            try:
+                result = await serve(decision.version)
+            except RouterError as exc:
+                if isinstance(exc, BadRequest):
+                    if decision.routed_by == "canary" and counted:
+                        refused = decision.version
+                elif counted:
+                    self.figures.attempt(opts.model, decision.version, False)
+                decision = self._after_failure(opts, decision, exc)
+                continue
+            if counted:
+                self.figures.attempt(opts.model, decision.version, True)
+                if refused is not None:
+                    self.figures.attempt(opts.model, refused, False)
+            return decision, result
 
     def shadow(self, model: str, key: str, served: int, work: Callable[[int], Awaitable[None]]) -> None:
         """Runs `work(shadow_version)` after this answer when the request's key
@@ -226,8 +242,8 @@ class PredictionService:
         """The next version to try, or re-raise. A version Triton calls not
         ready is routed around; a canary that errors in any way too."""
         canary_failed = decision.routed_by == "canary"
-        if isinstance(exc, BadRequest) or (not isinstance(exc, VersionUnavailable) and not canary_failed):
-            raise exc  # the input's fault is no version's: another would refuse it too
+        if not canary_failed and not isinstance(exc, VersionUnavailable):
+            raise exc  # an input refused or a Triton error is the same on any version; a canary may differ
         if isinstance(exc, VersionUnavailable):
             self.catalog.mark_unready(opts.model, decision.version)
         route = self.route(opts.model)
@@ -282,19 +298,82 @@ class PredictionService:
     async def _infer(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int,
                      request_id: str | None) -> list[Scores]:
         batch = np.concatenate(tensors) if len(tensors) > 1 else tensors[0]
-        with self.metrics.triton_seconds.labels(info.name, str(version)).time():
-            try:
-                return await self.gateway.infer(info.name, version, info.input_name, info.output_name,
-                                                batch, top_k, request_id)
-            except RouterError as exc:
-                self.metrics.triton_errors.labels(info.name, exc.code).inc()
-                raise
+        if not self.settings.batching or info.max_batch_size <= 0 or len(batch) > info.max_batch_size:
+            return await self.timed(info.name, version, self.gateway.infer(
+                info.name, version, info.input_name, info.output_name, batch, top_k, request_id))
+        key = ("scores", info.name, version, info.input_name, info.output_name, top_k, batch.shape[1:],
+               str(batch.dtype), info.max_batch_size)
+        return await self.batched(key, ([batch], request_id), len(batch))
+
+    async def batched(self, key: tuple, item: tuple[list[np.ndarray], str | None], rows: int):
+        """A Triton call shared with the misses of the same key waiting meanwhile."""
+        try:
+            return await self.batcher.submit(key, item, rows)
+        except (BatcherFull, BatcherClosed) as exc:
+            raise Overloaded(f"too many requests wait for {key[1]!r} v{key[2]}; retry shortly",
+                             {"Retry-After": "1"}) from exc
+
+    async def _batch_call(self, key: tuple, items: list[tuple[list[np.ndarray], str | None]]) -> list:
+        """One Triton request for several callers' rows: its own request id, each
+        caller's logged against it; the answer split back per caller."""
+        model, version = key[1], key[2]
+        ids = [rid for _, rid in items]
+        if len(items) == 1:
+            rid = ids[0]
+        else:
+            rid = f"batch-{uuid.uuid4().hex[:16]}"
+            batch_log.info("Triton request %s carries %d requests", rid, len(items),
+                           extra={"triton_request_id": rid, "request_ids": ids, "model": model, "version": version})
+        counts = [len(arrays[0]) for arrays, _ in items]
+        inputs = [np.concatenate([arrays[i] for arrays, _ in items]) if len(items) > 1 else items[0][0][i]
+                  for i in range(len(items[0][0]))]
+        if key[0] == "scores":
+            _, _, _, input_name, output_name, top_k, *_ = key
+            rows = await self.timed(model, version, self.gateway.infer(
+                model, version, input_name, output_name, inputs[0], top_k, rid))
+            return _split(rows, counts, lambda part, a, b: part[a:b])
+        _, _, _, specs, wanted, _ = key
+        outputs = await self.timed(model, version, self.gateway.infer_tensors(
+            model, version, [(name, datatype, array) for (name, datatype, _), array in zip(specs, inputs)],
+            list(wanted), rid))
+        total = sum(counts)
+        if any(a.ndim == 0 or len(a) != total for a in outputs.values()):
+            raise TritonUnavailable(f"Triton answered {model} v{version} with outputs that are not one row per input "
+                                    "row; the batch cannot be split")
+        return _split(outputs, counts, lambda part, a, b: {k: v[a:b] for k, v in part.items()})
+
+    async def timed(self, model: str, version: int, call: Awaitable[T]) -> T:
+        """One Triton call: its time (the rollout's latency figures are these,
+        never a cache's) and its failure, counted."""
+        started = time.perf_counter()
+        try:
+            result = await call
+        except RouterError as exc:
+            self.metrics.triton_errors.labels(model, exc.code).inc()
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.triton_seconds.labels(model, str(version)).observe(elapsed)
+        self.figures.latency(model, version, elapsed)
+        return result
 
     async def _store(self, keys: list[str], rows: list[Scores]) -> None:
         """Successful results only: an error never reaches here."""
         for key, scores in zip(keys, rows):
             await self.cache.set(key, json.dumps(scores).encode(),
                                  jittered_ttl(self.settings.cache_ttl_seconds, self.settings.cache_ttl_jitter))
+
+
+def _split(whole, counts: list[int], take) -> list:
+    """`whole` (rows in order) cut back into one part per caller of `counts` rows."""
+    total = sum(counts)
+    if isinstance(whole, list) and len(whole) != total:
+        raise TritonUnavailable(f"Triton answered {len(whole)} rows for {total}; the batch cannot be split")
+    parts, at = [], 0
+    for n in counts:
+        parts.append(take(whole, at, at + n))
+        at += n
+    return parts
 
 
 def _decode(raw: bytes | None) -> Scores | None:

@@ -18,7 +18,6 @@ import numpy as np
 from router.dataplane.cache import jittered_ttl
 from router.dataplane.catalog import ModelInfo, TensorSpec
 from router.dataplane.protocol import DTYPES, InferRequest, Tensor, datatype_of, deserialize_bytes, raw_bytes
-from router.dataplane.routing import Decision
 from router.dataplane.service import PredictionService
 from router.dataplane.shadow import compare_tensors
 from router.dataplane.types import Options
@@ -104,19 +103,13 @@ async def infer(service: PredictionService, model: str, version: int | None, req
     if version is not None:
         known_version(service, model, version)
         try:
-            outputs, cached = await service.attempt(model, version, _serve(service, info, version, request, request_id))
+            outputs, cached = await _serve(service, info, version, request, request_id)
         except VersionUnavailable:
             service.catalog.mark_unready(model, version)
             raise
         return Served(version, "pinned", outputs, cached)
-    decision: Decision = service.decide(opts)
-    while True:
-        try:
-            outputs, cached = await service.attempt(model, decision.version,
-                                                    _serve(service, info, decision.version, request, request_id))
-            break
-        except RouterError as exc:
-            decision = service._after_failure(opts, decision, exc)
+    decision, (outputs, cached) = await service.routed(
+        opts, lambda version: _serve(service, info, version, request, request_id))
 
     async def shadow(version: int) -> None:
         try:
@@ -124,8 +117,9 @@ async def infer(service: PredictionService, model: str, version: int | None, req
         except RouterError:
             service.shadow_result(model, version, None)
             return
-        service.shadow_result(model, version, compare_tensors(outputs, theirs, bool(info.labels),
-                                                              service.settings.shadow_min_cosine))
+        classifier, min_cosine = bool(info.labels), service.settings.shadow_min_cosine
+        for mine, other in zip(rows(outputs, info), rows(theirs, info)):  # one comparison per row, as /predict
+            service.shadow_result(model, version, compare_tensors(mine, other, classifier, min_cosine))
 
     service.shadow(model, routing_key, decision.version, shadow)
     return Served(decision.version, decision.routed_by, outputs, cached, decision.requested_version)
@@ -153,13 +147,13 @@ async def _serve(service: PredictionService, info: ModelInfo, version: int, requ
         return outputs, True
 
     async def work() -> dict[str, np.ndarray]:
-        with metrics.triton_seconds.labels(info.name, str(version)).time():
-            try:
-                return await service.gateway.infer_tensors(
-                    info.name, version, [(t.name, t.datatype, t.array) for t in request.inputs], wanted, request_id)
-            except RouterError as exc:
-                metrics.triton_errors.labels(info.name, exc.code).inc()
-                raise
+        rows = {t.array.shape[0] if t.array.ndim else -1 for t in request.inputs}
+        if s.batching and info.max_batch_size > 0 and len(rows) == 1 and 0 < (n := rows.pop()) <= info.max_batch_size:
+            specs = tuple((t.name, t.datatype, t.array.shape[1:]) for t in request.inputs)
+            key = ("tensors", info.name, version, specs, tuple(wanted), info.max_batch_size)
+            return await service.batched(key, ([t.array for t in request.inputs], request_id), n)
+        return await service.timed(info.name, version, service.gateway.infer_tensors(
+            info.name, version, [(t.name, t.datatype, t.array) for t in request.inputs], wanted, request_id))
 
     async def store(result: dict[str, np.ndarray]) -> None:
         await service.cache.set(key, pack(result), jittered_ttl(s.cache_ttl_seconds, s.cache_ttl_jitter))
@@ -168,6 +162,14 @@ async def _serve(service: PredictionService, info: ModelInfo, version: int, requ
     if shared:
         metrics.coalesced.labels(info.name).inc()
     return result, False  # type: ignore[return-value]
+
+
+def rows(outputs: dict[str, np.ndarray], info: ModelInfo) -> list[dict[str, np.ndarray]]:
+    """A batched model's outputs, one dict per row of the batch; otherwise the one answer."""
+    n = {len(a) for a in outputs.values() if a.ndim}
+    if info.max_batch_size <= 0 or len(n) != 1:
+        return [outputs]
+    return [{k: a[i:i + 1] for k, a in outputs.items()} for i in range(n.pop())]
 
 
 async def model_ready(service: PredictionService, model: str, version: int | None) -> bool:

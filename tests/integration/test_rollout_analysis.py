@@ -61,6 +61,7 @@ version_policy { all { } }
 input { name: "INPUT" data_type: TYPE_FP32 dims: 4 }
 output { name: "OUTPUT" data_type: TYPE_FP32 dims: 4 }
 instance_group { count: 1 kind: KIND_CPU }
+dynamic_batching { max_queue_delay_microseconds: 1000 }
 '''
 
 
@@ -148,7 +149,7 @@ class Traffic:
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
 
     def _run(self, n: int) -> None:
-        rng = np.random.default_rng(n)
+        rng = np.random.default_rng()  # inputs no earlier test sent: misses, each timed
         with httpx.Client(timeout=10) as client:
             i = 0
             while not self._stop.is_set():
@@ -201,22 +202,23 @@ def test_a_healthy_version_is_promoted_step_by_step(stack):
     routers, _, _ = stack
     reset(routers)
     with Traffic(routers) as traffic:
-        started, t0 = start(routers[1], "flaky", canary_version=2, steps=[20, 50, 100], interval_s=1.0,
+        started, t0 = start(routers[1], "flaky", canary_version=2, steps=[30, 60, 100], interval_s=1.5,
                             min_requests=20, max_p99_ratio=3)
-        assert started["status"] == "progressing" and started["canary_percent"] == 20 and started["step"] == 0
+        assert started["status"] == "progressing" and started["canary_percent"] == 30 and started["step"] == 0
         final, took = follow(routers[2], "flaky", {"promoted", "rolled_back", "paused"}, timeout=60)
         time.sleep(1.5)  # every replica applies the promotion; traffic after it is all v2
     assert final["status"] == "promoted", final["reason"]
     assert final["default_version"] == 2 and final["canary_version"] is None and final["canary_percent"] == 0
     actions = [h["action"] for h in final["history"] if h["revision"] > started["revision"]]
-    assert actions == ["step", "step", "promote"], actions
+    assert [a for a in actions if a != "hold"] == ["step", "step", "promote"], actions
     assert traffic.statuses[200] > 100 and set(traffic.statuses) == {200}, traffic.failures[:5]
     for router in routers:
         served = httpx.post(f"{router.url}/v2/models/flaky/infer", timeout=10, json={
             "inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
         assert served.status_code == 200 and served.headers["x-model-version"] == "2"
         assert served.headers["x-routed-by"] == "default"
-    record(healthy_promotion_s=round(took, 2), healthy_steps=3, healthy_interval_s=1.0)
+    record(healthy_promotion_s=round(took, 2), healthy_steps=3, healthy_interval_s=1.5,
+           healthy_holds=actions.count("hold"))
 
 
 def test_a_failing_canary_is_rolled_back_at_once_and_no_client_sees_an_error(stack):
@@ -249,13 +251,13 @@ def test_a_slow_canary_is_rolled_back_on_latency(stack):
     reset(routers, default=2)
     with Traffic(routers, threads=8) as traffic:
         time.sleep(0.5)
-        start(routers[0], "flaky", canary_version=4, steps=[50, 100], interval_s=10.0, min_requests=20)
+        start(routers[0], "flaky", canary_version=4, steps=[50, 100], interval_s=5.0, min_requests=20)
         final, took = follow(routers[2], "flaky", {"promoted", "rolled_back", "paused"}, timeout=30)
     assert final["status"] == "rolled_back", json.dumps(final, indent=1)
     assert final["reason"].startswith("latency: canary p99"), final["reason"]
     verdict = final["analysis"]["verdict"]
-    assert verdict["canary"]["p99_ms"] > 150 and verdict["canary"]["requests"] >= 20
-    assert took < 2 * 10.0
+    assert verdict["canary"]["p99_ms"] > 150 and verdict["canary"]["timings"] >= 100
+    assert took < 2 * 5.0
     assert set(traffic.statuses) == {200}, traffic.failures[:5]
     record(slow_canary_rollback_s=round(took, 2), slow_canary_p99_ms=verdict["canary"]["p99_ms"],
            slow_default_p99_ms=verdict["baseline"]["p99_ms"])
@@ -267,7 +269,8 @@ def test_without_traffic_a_rollout_is_never_promoted_and_says_why(stack):
     start(routers[0], "flaky", canary_version=2, steps=[50, 100], interval_s=0.5, min_requests=20)
     final, _ = follow(routers[0], "flaky", {"promoted", "rolled_back", "paused"}, timeout=20)
     assert final["status"] == "paused" and final["canary_percent"] == 50 and final["default_version"] == 1
-    assert "fewer than 20 canary requests" in final["reason"] and "after 3 intervals" in final["reason"]
+    assert final["reason"].startswith("paused at 50% after 3 held intervals: ")
+    assert final["reason"].endswith("of 20 canary requests")
     assert [h["action"] for h in final["history"][-3:]] == ["hold", "hold", "pause"]
     resumed = admin(routers[1], "POST", "/flaky/resume")
     assert resumed.status_code == 200 and resumed.json()["status"] == "progressing"
@@ -278,10 +281,13 @@ def test_the_controller_killed_mid_rollout_another_carries_on(stack, tmp_path):
     routers, store, _ = stack
     reset(routers)
     with Traffic(routers) as traffic:
-        started, _ = start(routers[0], "flaky", canary_version=2, steps=[10, 30, 60, 100], interval_s=1.5,
+        started, _ = start(routers[0], "flaky", canary_version=2, steps=[30, 60, 100], interval_s=2.0,
                            min_requests=10, max_p99_ratio=3)
-        while state(routers[0], "flaky")["step"] in (0, None):  # in the middle: after the first step
+        deadline = time.monotonic() + 30
+        while (now := state(routers[0], "flaky"))["step"] == 0:  # in the middle: after the first step
+            assert time.monotonic() < deadline, now
             time.sleep(0.05)
+        assert now["status"] == "progressing", json.dumps(now, indent=1)[-2500:]
         holder = store.get("control:lease").decode()
         pid = int(holder.split(":")[1])
         victim = next(r for r in routers if r.proc.pid == pid)
@@ -297,9 +303,9 @@ def test_the_controller_killed_mid_rollout_another_carries_on(stack, tmp_path):
     victim.proc.wait(5)
     victim.start()  # the module's other tests keep three routers
     assert final["status"] == "promoted", final
-    steps = [h for h in final["history"] if h["revision"] > started["revision"]]
-    assert [h["action"] for h in steps] == ["step", "step", "step", "promote"], steps
-    assert [h["set"].get("step") for h in steps[:3]] == [1, 2, 3]
+    steps = [h for h in final["history"] if h["revision"] > started["revision"] and h["action"] != "hold"]
+    assert [h["action"] for h in steps] == ["step", "step", "promote"], steps
+    assert [h["set"].get("step") for h in steps[:2]] == [1, 2]
     assert takeover <= 5.0, takeover
     assert set(traffic.statuses) == {200}, traffic.failures[:5]
     record(controller_takeover_s=round(takeover, 2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import contextmanager
 from typing import Callable
 
 from fastapi import APIRouter, Request
@@ -13,7 +15,7 @@ from router.edge.bodies import read_json_object
 from router.edge.deps import RecordDep, ServiceDep, require
 from router.dataplane.routing import default_version
 from router.edge.schemas import ErrorResponse, parse
-from router.errors import Conflict, InvalidInput, NotFound
+from router.errors import Conflict, ControlUnavailable, InvalidInput, NotFound
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[require("admin")])
 RESPONSES: dict = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 422, 429, 503)}
@@ -24,7 +26,24 @@ def _body(schema: type[BaseModel], required: bool = True) -> dict:
         "application/json": {"schema": schema.model_json_schema()}}}}
 
 
+@contextmanager
+def _reachable():
+    """A Redis that cannot be reached is a 503 with its own code, not a 500."""
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise ControlUnavailable(f"the rollout states' Redis cannot be reached now ({type(exc).__name__}); "
+                                 "read the state again before repeating a change") from None
+
+
 async def _state(request: Request, service, model: str, live: bool = False) -> Rollout:
+    with _reachable():
+        return await _read_state(request, service, model, live)
+
+
+async def _read_state(request: Request, service, model: str, live: bool) -> Rollout:
     snap = service.catalog.snapshot
     if not snap.knows(model):
         raise NotFound(f"unknown model {model[:100]!r}; available: {', '.join(sorted(snap.states)) or 'none'}")
@@ -54,7 +73,8 @@ async def _transition(request: Request, service, model: str, make: Callable[[Rol
     control = request.app.state.control
     current = await _state(request, service, model)
     try:
-        updated = await control.store.update(model, current, make)
+        with _reachable():
+            updated = await control.store.update(model, current, make)
     except RolloutConflict as exc:
         raise Conflict(str(exc)) from None
     except (ValueError, ValidationError) as exc:
@@ -88,8 +108,10 @@ async def change(model: str, request: Request, service: ServiceDep, record: Reco
              response_model=Rollout, responses=RESPONSES, openapi_extra=_body(Start))
 async def start(model: str, request: Request, service: ServiceDep, record: RecordDep):
     body = parse(Start, await read_json_object(request, service.settings.max_json_depth))
+    current = await _state(request, service, model)  # 404 for an unknown model, before any 409
     _ready(service, model, "canary_version", body.canary_version)
-    return await _transition(request, service, model, lambda s: s.start(body, record.key_name))
+    serving = default_version(current.route(), service.catalog.snapshot.ready(model) - {body.canary_version})
+    return await _transition(request, service, model, lambda s: s.start(body, record.key_name, serving=serving))
 
 
 async def _action(request: Request, service, model: str) -> Action:

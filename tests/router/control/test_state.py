@@ -25,8 +25,9 @@ def test_start_opens_step_zero_in_a_new_window():
     assert (state.shadow_version, state.shadow_percent) == (None, 0.0)
     assert state.analysis.policy == Policy(steps=[10, 50, 100], interval_s=30)
     assert state.history[-1] == {"revision": 1, "at": T0, "by": "ops", "action": "start",
-                                 "set": {"canary_version": 2, "canary_percent": 10.0, "status": "progressing",
-                                         "step": 0, "steps": [10.0, 50.0, 100.0], "reason": None}}
+                                 "set": {"default_version": 1, "canary_version": 2, "canary_percent": 10.0,
+                                         "status": "progressing", "step": 0, "steps": [10.0, 50.0, 100.0],
+                                         "reason": None}}
     assert state.route() == ModelRoute(default_version=1, canary_version=2, canary_percent=10, window=1)
 
 
@@ -58,9 +59,9 @@ def test_holds_keep_the_window_then_pause_after_max_holds():
         state = state.hold({"result": "hold"}, max_holds=3, now=T0 + 30 * holds)
         assert (state.status, state.holds, state.step_deadline) == ("progressing", holds, T0 + 30 * (holds + 1))
         assert (state.window, state.windows) == (1, [1]), "a hold keeps counting in the same window"
-    state = state.hold({"result": "hold"}, max_holds=3, now=T0 + 90)
+    state = state.hold({"result": "hold", "reason": "40 of 100 canary requests"}, max_holds=3, now=T0 + 90)
     assert (state.status, state.holds, state.step_deadline) == ("paused", 3, None)
-    assert state.reason == "paused: fewer than 100 canary requests at 10% after 3 intervals"
+    assert state.reason == "paused at 10% after 3 held intervals: 40 of 100 canary requests"
     assert [h["action"] for h in state.history] == ["start", "hold", "hold", "pause"]
     assert state.canary_percent == 10.0 and state.route().window == 1, "a paused canary still takes its share"
 
@@ -112,6 +113,19 @@ def test_start_refused_while_a_rollout_is_under_way_or_of_the_default():
     assert again.windows == [again.window] == [again.revision]
 
 
+def test_start_pins_the_version_serving_now_as_the_default_when_none_is_set():
+    unset = Rollout(model="sentiment")
+    state = unset.start(Start(canary_version=2), "ops", now=T0, serving=1)
+    assert (state.default_version, state.canary_version, state.status) == (1, 2, "progressing")
+    assert state.history[-1]["set"]["default_version"] == 1
+    kept = Rollout(model="sentiment", default_version=3).start(Start(canary_version=2), "ops", serving=1)
+    assert kept.default_version == 3, "a default set by hand is kept"
+    with pytest.raises(RolloutConflict, match="sentiment has no other READY version to compare v2 with"):
+        unset.start(Start(canary_version=2), "ops")
+    with pytest.raises(RolloutConflict, match="v2 is already the default of sentiment"):
+        unset.start(Start(canary_version=2), "ops", serving=2)
+
+
 def test_changes_by_hand_while_progressing():
     state = started()
     for change in (Change(canary_percent=50), Change(canary_version=3), Change(default_version=2)):
@@ -136,6 +150,11 @@ def test_a_change_by_hand_after_a_rollout_makes_it_idle():
 def test_min_agreement_shadows_all_of_the_default_on_the_canary():
     state = started(min_agreement=0.95)
     assert (state.shadow_version, state.shadow_percent, state.analysis.policy.min_agreement) == (2, 100.0, 0.95)
+    for change in (Change(shadow_version=3), Change(shadow_percent=10), Change(shadow_version=None)):
+        with pytest.raises(RolloutConflict, match="the rollout of sentiment is judged on its shadow's agreement"):
+            state.apply(change, "ops", None)
+        with pytest.raises(RolloutConflict, match="judged on its shadow's agreement"):
+            state.pause("ops", None).apply(change, "ops", None)
     promoted = state.promote("ops", None)
     assert (promoted.default_version, promoted.shadow_version, promoted.shadow_percent) == (2, None, 0.0)
 

@@ -197,3 +197,34 @@ def test_live_figures_are_never_stored(admin):
     back = admin.post("/admin/rollouts/sentiment/rollback", headers=ADMIN).json()
     assert back["analysis"]["live"] is None
     assert admin.get("/admin/rollouts/sentiment", headers=ADMIN).json()["analysis"]["live"] is None
+
+
+def test_a_start_pins_the_default_serving_now_when_none_is_set(app_client, fake):
+    """Without DEFAULT_MODEL_VERSION the highest READY version serves: starting a
+    rollout of v2 pins v1 (the highest other one) as the default, so that the
+    canary does not serve everyone just by being loaded."""
+    with app_client(api_keys=KEYS) as client:
+        assert client.get("/predict", params={"text": "x"}, headers=APP).json()["model_version"] == 2
+        client.put("/admin/rollouts/sentiment", headers=ADMIN, json={"shadow_percent": 0})  # a stored state
+        started = client.post("/admin/rollouts/sentiment/start", headers=ADMIN, json={"canary_version": 2})
+        assert started.status_code == 200, started.text
+        assert (started.json()["default_version"], started.json()["canary_percent"]) == (1, 5.0)
+        versions = {client.post("/predict", json={"text": "x"}, headers={**APP, "X-User-ID": f"u{n}"})
+                    .json()["model_version"] for n in range(200)}
+        assert versions == {1, 2}
+
+
+def test_a_start_of_an_unknown_model_is_404(admin):
+    assert_error(admin.post("/admin/rollouts/nope/start", headers=ADMIN, json={"canary_version": 2}), 404,
+                 "not_found", "unknown model 'nope'; available: digits, sentiment")
+
+
+def test_an_unreachable_control_redis_is_503_not_500(app_client):
+    with app_client(api_keys=KEYS, control_redis_url="redis://127.0.0.1:9/0", jobs_redis_timeout_s=0.5) as client:
+        for method, path, body in (("GET", "/admin/rollouts/sentiment", None),
+                                   ("PUT", "/admin/rollouts/sentiment", {"canary_percent": 0}),
+                                   ("POST", "/admin/rollouts/sentiment/rollback", None)):
+            response = client.request(method, path, headers=ADMIN, json=body)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "control_unavailable"
+        assert client.get("/predict", params={"text": "still served"}, headers=APP).status_code == 200

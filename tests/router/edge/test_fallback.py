@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from router.errors import TritonFailed, TritonTimeout, VersionUnavailable
+from contextlib import contextmanager
+
+from router import keys
+from router.errors import BadRequest, TritonFailed, TritonTimeout, VersionUnavailable
+from tests.router.edge.test_admin import ADMIN, APP, KEYS
+from tests.router.edge.test_errors import assert_error
+
+SCRAPER_KEY, SCRAPER = keys.entry("scraper", "k-metrics", ["metrics"], None), {"X-API-Key": "k-metrics"}
 
 
 def test_a_pinned_version_that_is_not_ready_falls_back_and_says_so(client, fake):
@@ -81,12 +88,58 @@ def test_lazy_loading_loads_a_model_once_on_first_use(app_client, fake):
 PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAWk1v8QAAAABJRU5ErkJggg==")
 
 
-def test_an_input_the_canary_refuses_is_not_retried_on_stable(app_client, fake):
-    """The input's fault is no version's: a 400, not a second run on the default version."""
-    from router.errors import BadRequest
+@contextmanager
+def canary_everywhere(app_client):
+    """A client whose every request goes to canary v2, set through /admin so
+    that the rollout's figures are counted (a window is live)."""
+    with app_client(api_keys=[*KEYS, SCRAPER_KEY], default_model_version=1) as client:
+        changed = client.put("/admin/rollouts/sentiment", headers=ADMIN,
+                             json={"canary_version": 2, "canary_percent": 100})
+        assert changed.status_code == 200, changed.text
+        yield client
 
+
+def figures(client) -> dict:
+    """The live window's canary and default figures, flushed first."""
+    client.portal.call(client.app.state.control.flusher.flush)
+    live = client.get("/models").json()["models"]["sentiment"]["rollout"]["figures"]
+    return {role: {k: live[role][k] for k in ("version", "requests", "errors", "timings")}
+            for role in ("canary", "default")}
+
+
+def test_an_input_the_canary_refuses_is_served_by_stable_and_counted_against_the_canary(app_client, fake):
+    """A canary may refuse what the default accepts (a changed input shape):
+    the client gets the default's answer, and the refusal is the canary's error."""
     fake.failures[("sentiment", 2)] = BadRequest("Triton rejected the input: INVALID_ARGUMENT")
-    with app_client(default_model_version=1, canary_version=2, canary_percent=100) as client:
-        response = client.get("/predict", params={"text": "refused"})
-        assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
-        assert [c.version for c in fake.calls] == [2]
+    with canary_everywhere(app_client) as client:
+        response = client.get("/predict", params={"text": "refused"}, headers=APP)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["model_version"], body["routed_by"], body["requested_version"]) == (1, "fallback", 2)
+        assert [c.version for c in fake.calls] == [2, 1]
+        metrics = client.get("/metrics", headers=SCRAPER).text
+        assert 'fallbacks_total{model="sentiment",reason="canary_error"} 1.0' in metrics
+        assert 'triton_errors_total{code="bad_request",model="sentiment"} 1.0' in metrics
+        assert figures(client) == {"canary": {"version": 2, "requests": 1, "errors": 1, "timings": 0},
+                                   "default": {"version": 1, "requests": 1, "errors": 0, "timings": 1}}
+
+
+def test_an_input_both_versions_refuse_is_a_400_counted_against_neither(app_client, fake):
+    """The input's fault is no version's: the default's 400 reaches the client,
+    and neither version's figures count it."""
+    for version in (1, 2):
+        fake.failures[("sentiment", version)] = BadRequest("Triton rejected the input: INVALID_ARGUMENT")
+    with canary_everywhere(app_client) as client:
+        response = client.get("/predict", params={"text": "refused"}, headers=APP)
+        assert_error(response, 400, "bad_request", "Triton rejected the input: INVALID_ARGUMENT")
+        assert [c.version for c in fake.calls] == [2, 1]
+        assert figures(client) == {"canary": {"version": 2, "requests": 0, "errors": 0, "timings": 0},
+                                   "default": {"version": 1, "requests": 0, "errors": 0, "timings": 0}}
+
+
+def test_an_input_the_default_refuses_is_not_retried(client, fake):
+    """A 400 from a version not tried as a canary is final: no other version runs it."""
+    fake.failures[("sentiment", 2)] = BadRequest("Triton rejected the input: INVALID_ARGUMENT")
+    response = client.get("/predict", params={"text": "refused"})
+    assert_error(response, 400, "bad_request", "Triton rejected the input: INVALID_ARGUMENT")
+    assert [c.version for c in fake.calls] == [2]

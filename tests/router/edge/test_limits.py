@@ -42,7 +42,7 @@ def test_wrong_methods_say_what_is_allowed(client):
 
 
 def test_requests_beyond_the_in_flight_cap_are_shed_with_503(app_client, fake):
-    with app_client(max_in_flight=3) as client:
+    with app_client(max_in_flight=3, batching=False) as client:  # each held request its own Triton call
         fake.hold = True
 
         async def scenario():

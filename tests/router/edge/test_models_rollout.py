@@ -15,9 +15,10 @@ from router.control.state import Rollout
 from router.dataplane.views import LiveFigures
 from router.errors import TritonFailed
 from tests.router.edge.test_admin import ADMIN, APP, KEYS
+from tests.router.edge.test_v2 import result, sentiment
 
 ROUTES = {"digits": {"default_version": 1, "canary_version": 2, "canary_percent": 10}}
-EMPTY = {"requests": 0, "errors": 0, "error_rate": 0.0, "p99_ms": None}
+EMPTY = {"requests": 0, "errors": 0, "error_rate": 0.0, "timings": 0, "p99_ms": None}
 
 
 def rollout(client, model: str) -> dict:
@@ -114,11 +115,50 @@ def test_models_show_the_figures_of_the_live_window_after_predictions(admin, fak
     canary = figures["canary"]
     assert (canary["version"], canary["requests"], canary["errors"], canary["error_rate"]) == (2, 4, 1, 0.25)
     assert canary["p99_ms"] > 0
+    assert canary["timings"] == 3, "a Triton call that failed gives no latency"
     default = figures["default"]
     assert (default["version"], default["requests"], default["errors"], default["error_rate"]) == (1, 1, 0, 0.0)
+    assert default["timings"] == 4, "its Triton calls: the fallback's and the 3 shadow calls"
     shadow = figures["shadow"]
     assert (shadow["version"], shadow["requests"], shadow["errors"], shadow["compared"]) == (1, 3, 0, 3)
     assert 0.0 <= shadow["agreement"] <= 1.0 and shadow["agreement"] == shadow["agreements"] / 3
+
+
+def live_figures(client, model: str = "sentiment") -> dict:
+    """The live window's canary and default figures, once this process's tallies are flushed."""
+    client.portal.call(client.app.state.control.flusher.flush)
+    figures = rollout(client, model)["figures"]
+    return {role: {k: figures[role][k] for k in ("version", "requests", "errors", "timings")}
+            for role in ("canary", "default")}
+
+
+def test_a_cached_answer_is_a_request_without_a_timing(admin, fake):
+    changed = admin.put("/admin/rollouts/sentiment", headers=ADMIN, json={"canary_version": 2, "canary_percent": 100})
+    assert changed.status_code == 200, changed.text
+    for _ in range(3):
+        assert admin.get("/predict", params={"text": "same"}, headers=APP).json()["model_version"] == 2
+    assert [c.version for c in fake.calls] == [2]
+    assert result(sentiment(admin, headers=APP)).as_numpy("probabilities") is not None  # /v2, routed: counted
+    assert result(sentiment(admin, headers=APP)).as_numpy("probabilities") is not None  # the same: cached
+    assert live_figures(admin) == {"canary": {"version": 2, "requests": 5, "errors": 0, "timings": 2},
+                                   "default": {"version": 1, "requests": 0, "errors": 0, "timings": 0}}
+
+
+def test_requests_pinned_to_a_version_are_timed_but_not_counted(admin, fake):
+    """A client that names the version decides which one serves it: were its
+    requests counted, any client could pass or fail a step."""
+    changed = admin.put("/admin/rollouts/sentiment", headers=ADMIN, json={"canary_version": 2, "canary_percent": 100})
+    assert changed.status_code == 200, changed.text
+    for version in (1, 2):
+        body = admin.get("/predict", params={"text": f"pinned {version}", "model_version": str(version)},
+                         headers=APP).json()
+        assert (body["model_version"], body["routed_by"]) == (version, "pinned")
+    assert result(sentiment(admin, version="1", headers=APP)).as_numpy("probabilities") is not None
+    fake.failures[("sentiment", 2)] = TritonFailed("Triton could not run the request")
+    assert sentiment(admin, text="fails", version="2", headers=APP).status_code == 502
+    assert admin.get("/predict", params={"text": "fails", "model_version": "2"}, headers=APP).status_code == 502
+    assert live_figures(admin) == {"canary": {"version": 2, "requests": 0, "errors": 0, "timings": 1},
+                                   "default": {"version": 1, "requests": 0, "errors": 0, "timings": 2}}
 
 
 def test_figures_are_read_once_a_second_however_often_models_is_asked(admin, monkeypatch):
