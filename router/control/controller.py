@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from router.aio import cancel
 from router.control.figures import ShadowFigures, VersionFigures, shadow_figures, version_figures
 from router.control.state import Policy, Rollout
 
@@ -144,12 +145,7 @@ class Controller:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         if self.holding:
             try:  # hand the lease over at once rather than after its TTL
                 await asyncio.wait_for(self.lease.release(), 1.0)

@@ -14,6 +14,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from router.aio import cancel
+
 log = logging.getLogger(__name__)
 
 PREFIX = "control:figures:"
@@ -273,12 +275,7 @@ class Flusher:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         try:
             await asyncio.wait_for(self.flush(), 2.0)
         except (asyncio.TimeoutError, Exception):

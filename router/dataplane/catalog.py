@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 
+from router.aio import cancel
 from router.dataplane.gateway import Gateway
 from router.errors import RouterError, TritonUnavailable
 
@@ -174,9 +175,4 @@ class Catalog:
         self._task = asyncio.create_task(self.run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
