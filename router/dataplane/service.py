@@ -27,7 +27,7 @@ from router.dataplane.shadow import Shadows, compare_scores
 from router.dataplane.singleflight import SingleFlight
 from router.dataplane.types import Item, Options, Prediction, Scores
 from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, Overloaded, RouterError,
-                           TritonUnavailable, VersionUnavailable)
+                           TritonTimeout, TritonUnavailable, VersionUnavailable)
 from router.metrics import Metrics
 from router.settings import ModelRoute, Settings
 
@@ -306,9 +306,14 @@ class PredictionService:
         return await self.batched(key, ([batch], request_id), len(batch))
 
     async def batched(self, key: tuple, item: tuple[list[np.ndarray], str | None], rows: int):
-        """A Triton call shared with the misses of the same key waiting meanwhile."""
+        """A Triton call shared with the misses of the same key waiting meanwhile.
+        The wait for a place in a call and the call together take at most
+        TRITON_TIMEOUT_S, as one call alone would (504 after it)."""
         try:
-            return await self.batcher.submit(key, item, rows)
+            return await asyncio.wait_for(self.batcher.submit(key, item, rows), self.settings.triton_timeout_s)
+        except asyncio.TimeoutError:
+            self.metrics.triton_errors.labels(key[1], TritonTimeout.code).inc()
+            raise TritonTimeout("Triton did not answer in time") from None
         except (BatcherFull, BatcherClosed) as exc:
             raise Overloaded(f"too many requests wait for {key[1]!r} v{key[2]}; retry shortly",
                              {"Retry-After": "1"}) from exc

@@ -130,7 +130,8 @@ def flaky_request(client: httpx.Client, router, rng, n: int) -> httpx.Response:
 
 
 def sentiment_request(client: httpx.Client, router, rng, n: int) -> httpx.Response:
-    return client.post(f"{router.url}/predict", json={"text": TEXTS[n % len(TEXTS)], "model": "sentiment"},
+    text = f"{TEXTS[n % len(TEXTS)]} #{uuid.uuid4().hex[:8]}"  # a miss each: every version timed
+    return client.post(f"{router.url}/predict", json={"text": text, "model": "sentiment"},
                        headers={"X-User-ID": uuid.uuid4().hex})
 
 

@@ -106,3 +106,28 @@ def test_v2_misses_are_batched_and_split_back(app_client, fake):
             "name": "text", "datatype": "UINT8", "shape": [1, 256], "data": r.ravel().tolist()}]}).json()["outputs"]
             for r in rows]
     assert calls == [1, 1, 10] and batched == single
+
+
+def test_a_miss_waiting_behind_a_hung_call_gets_its_504_within_the_triton_timeout(app_client, fake):
+    """Triton hangs: the misses queued behind the calls in flight answer 504 within
+    TRITON_TIMEOUT_S of arriving, as a call of their own would, not after two timeouts."""
+    import time
+
+    async def scenario(client):
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://router", timeout=10) as http:
+            fake.hold = True
+            first = [asyncio.ensure_future(http.post("/predict", json={"text": f"hung {n}"})) for n in range(2)]
+            while len(fake.calls) < 2:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            queued = await http.post("/predict", json={"text": "queued behind them"})
+            waited = time.monotonic() - started
+            fake.hold = False
+            return queued, waited, await asyncio.gather(*first)
+
+    with app_client(triton_timeout_s=0.5) as client:
+        queued, waited, _ = client.portal.call(scenario, client)
+    assert queued.status_code == 504 and queued.json()["error"]["code"] == "triton_timeout"
+    assert waited < 0.5 + 0.25, waited
