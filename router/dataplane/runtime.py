@@ -7,7 +7,8 @@ import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from router.dataplane.cache import LRUCache, RedisCache, TieredCache
+from router.dataplane.cache import LRUCache
+from router.dataplane.shared_cache import RedisCache, TieredCache
 from router.dataplane.catalog import Catalog
 from router.dataplane.gateway import Gateway
 from router.dataplane.service import PredictionService

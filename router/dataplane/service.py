@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from dataclasses import replace
 from typing import Awaitable, Callable, TypeVar
 
@@ -20,19 +19,18 @@ from router.dataplane.catalog import Catalog, ModelInfo
 from router.dataplane.gateway import Gateway
 from router.dataplane.inputs import Inputs
 from router.control.figures import Recorder
-from router.dataplane.batcher import Batcher, BatcherClosed, BatcherFull
+from router.dataplane.batching import TritonBatches
 from router.control.state import Rollout
 from router.dataplane.routing import Decision, fallback, in_canary, resolve
 from router.dataplane.shadow import Shadows, compare_scores
 from router.dataplane.singleflight import SingleFlight
 from router.dataplane.types import Item, Options, Prediction, Scores
-from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, Overloaded, RouterError,
-                           TritonTimeout, TritonUnavailable, VersionUnavailable)
+from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, RouterError,
+                           TritonUnavailable, VersionUnavailable)
 from router.metrics import Metrics
 from router.settings import ModelRoute, Settings
 
 log = logging.getLogger(__name__)
-batch_log = logging.getLogger("router.access.batch")  # one line per batched Triton request, written in blocks
 
 T = TypeVar("T")
 
@@ -51,14 +49,11 @@ class PredictionService:
         self.inputs = Inputs(settings)
         self.figures = Recorder()
         self.shadows = Shadows(settings.shadow_max_in_flight, metrics.shadow_skipped.inc)
-        self.batcher: Batcher = Batcher(self._batch_call, max_batch=lambda key: key[-1],
-                                        window_s=settings.batch_window_ms / 1000 or None,
-                                        max_queue=settings.batch_max_queue,
-                                        max_in_flight=settings.batch_in_flight, on_batch=metrics.observe_batch)
+        self.batches = TritonBatches(settings, gateway, metrics, self.timed)
 
     async def close(self) -> None:
         await self.shadows.close()
-        await self.batcher.close()
+        await self.batches.close()
         self.inputs.close()
 
     def set_route(self, model: str, route: ModelRoute) -> None:
@@ -301,51 +296,9 @@ class PredictionService:
         if not self.settings.batching or info.max_batch_size <= 0 or len(batch) > info.max_batch_size:
             return await self.timed(info.name, version, self.gateway.infer(
                 info.name, version, info.input_name, info.output_name, batch, top_k, request_id))
-        key = ("scores", info.name, version, info.input_name, info.output_name, top_k, batch.shape[1:],
-               str(batch.dtype), info.max_batch_size)
-        return await self.batched(key, ([batch], request_id), len(batch))
-
-    async def batched(self, key: tuple, item: tuple[list[np.ndarray], str | None], rows: int):
-        """A Triton call shared with the misses of the same key waiting meanwhile.
-        The wait for a place in a call and the call together take at most
-        TRITON_TIMEOUT_S, as one call alone would (504 after it)."""
-        try:
-            return await asyncio.wait_for(self.batcher.submit(key, item, rows), self.settings.triton_timeout_s)
-        except asyncio.TimeoutError:
-            self.metrics.triton_errors.labels(key[1], TritonTimeout.code).inc()
-            raise TritonTimeout("Triton did not answer in time") from None
-        except (BatcherFull, BatcherClosed) as exc:
-            raise Overloaded(f"too many requests wait for {key[1]!r} v{key[2]}; retry shortly",
-                             {"Retry-After": "1"}) from exc
-
-    async def _batch_call(self, key: tuple, items: list[tuple[list[np.ndarray], str | None]]) -> list:
-        """One Triton request for several callers' rows: its own request id, each
-        caller's logged against it; the answer split back per caller."""
-        model, version = key[1], key[2]
-        ids = [rid for _, rid in items]
-        if len(items) == 1:
-            rid = ids[0]
-        else:
-            rid = f"batch-{uuid.uuid4().hex[:16]}"
-            batch_log.info("Triton request %s carries %d requests", rid, len(items),
-                           extra={"triton_request_id": rid, "request_ids": ids, "model": model, "version": version})
-        counts = [len(arrays[0]) for arrays, _ in items]
-        inputs = [np.concatenate([arrays[i] for arrays, _ in items]) if len(items) > 1 else items[0][0][i]
-                  for i in range(len(items[0][0]))]
-        if key[0] == "scores":
-            _, _, _, input_name, output_name, top_k, *_ = key
-            rows = await self.timed(model, version, self.gateway.infer(
-                model, version, input_name, output_name, inputs[0], top_k, rid))
-            return _split(rows, counts, lambda part, a, b: part[a:b])
-        _, _, _, specs, wanted, _ = key
-        outputs = await self.timed(model, version, self.gateway.infer_tensors(
-            model, version, [(name, datatype, array) for (name, datatype, _), array in zip(specs, inputs)],
-            list(wanted), rid))
-        total = sum(counts)
-        if any(a.ndim == 0 or len(a) != total for a in outputs.values()):
-            raise TritonUnavailable(f"Triton answered {model} v{version} with outputs that are not one row per input "
-                                    "row; the batch cannot be split")
-        return _split(outputs, counts, lambda part, a, b: {k: v[a:b] for k, v in part.items()})
+        key = TritonBatches.scores_key(info.name, version, info.input_name, info.output_name, top_k, batch,
+                                       info.max_batch_size)
+        return await self.batches.submit(key, ([batch], request_id), len(batch))
 
     async def timed(self, model: str, version: int, call: Awaitable[T]) -> T:
         """One Triton call: its time (the rollout's latency figures are these,
@@ -367,18 +320,6 @@ class PredictionService:
         for key, scores in zip(keys, rows):
             await self.cache.set(key, json.dumps(scores).encode(),
                                  jittered_ttl(self.settings.cache_ttl_seconds, self.settings.cache_ttl_jitter))
-
-
-def _split(whole, counts: list[int], take) -> list:
-    """`whole` (rows in order) cut back into one part per caller of `counts` rows."""
-    total = sum(counts)
-    if isinstance(whole, list) and len(whole) != total:
-        raise TritonUnavailable(f"Triton answered {len(whole)} rows for {total}; the batch cannot be split")
-    parts, at = [], 0
-    for n in counts:
-        parts.append(take(whole, at, at + n))
-        at += n
-    return parts
 
 
 def _decode(raw: bytes | None) -> Scores | None:

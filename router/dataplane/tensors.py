@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from router.dataplane.batching import TritonBatches
 from router.dataplane.cache import jittered_ttl
 from router.dataplane.catalog import ModelInfo, TensorSpec
 from router.dataplane.protocol import DTYPES, InferRequest, Tensor, datatype_of, deserialize_bytes, raw_bytes
@@ -150,8 +151,8 @@ async def _serve(service: PredictionService, info: ModelInfo, version: int, requ
         rows = {t.array.shape[0] if t.array.ndim else -1 for t in request.inputs}
         if s.batching and info.max_batch_size > 0 and len(rows) == 1 and 0 < (n := rows.pop()) <= info.max_batch_size:
             specs = tuple((t.name, t.datatype, t.array.shape[1:]) for t in request.inputs)
-            key = ("tensors", info.name, version, specs, tuple(wanted), info.max_batch_size)
-            return await service.batched(key, ([t.array for t in request.inputs], request_id), n)
+            key = TritonBatches.tensors_key(info.name, version, specs, tuple(wanted), info.max_batch_size)
+            return await service.batches.submit(key, ([t.array for t in request.inputs], request_id), n)
         return await service.timed(info.name, version, service.gateway.infer_tensors(
             info.name, version, [(t.name, t.datatype, t.array) for t in request.inputs], wanted, request_id))
 

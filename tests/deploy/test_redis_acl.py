@@ -127,7 +127,7 @@ def test_no_password_no_default_user_and_no_guessing(cache, jobs):
 
 
 def test_the_router_cache_works_as_the_router_user(cache):
-    from router.dataplane.cache import RedisCache
+    from router.dataplane.shared_cache import RedisCache
 
     async def run():
         errors = []

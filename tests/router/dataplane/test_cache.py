@@ -4,7 +4,8 @@ import time
 
 import numpy as np
 
-from router.dataplane.cache import LRUCache, RedisCache, TieredCache, cache_key, jittered_ttl, unseal
+from router.dataplane.cache import LRUCache, cache_key, jittered_ttl
+from router.dataplane.shared_cache import RedisCache, TieredCache, unseal
 
 
 def key(tensor, version=2, top_k=1, model="sentiment"):

@@ -1,0 +1,216 @@
+"""The shared tier of the response cache: Redis, shared by every replica,
+failing open with a back-off, behind the in-process LRU of cache.py. Each
+Redis entry carries its absolute expiry, which the local tier keeps too.
+Concurrent lookups made in one event-loop turn go as one MGET, stores as one
+pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from typing import Callable
+
+from router.breaker import Breaker
+from router.dataplane.cache import LRUCache
+
+log = logging.getLogger(__name__)
+
+
+# A Redis entry: its absolute expiry (milliseconds since the epoch), then the value.
+HEADER = struct.Struct(">Q")
+
+
+def seal(value: bytes, expires: float) -> bytes:
+    return HEADER.pack(int(expires * 1000)) + value
+
+
+def unseal(raw: bytes | None) -> tuple[bytes, float] | None:
+    """(value, expiry) of a stored entry; anything shorter than its header is a miss."""
+    if raw is None or len(raw) <= HEADER.size:
+        return None
+    return raw[HEADER.size:], HEADER.unpack_from(raw)[0] / 1000
+
+
+class RedisCache:
+    """Redis through one redis-py asyncio pool (hiredis parses the replies when
+    installed). Fails open: any error or timeout is a miss, and after an error
+    Redis is skipped for a back-off that doubles up to `backoff_max` so
+    requests do not each wait on a dead server; the first success after it
+    closes the circuit again. Lookups made in the same event-loop turn go as
+    one MGET, stores as one pipeline."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, timeout: float, backoff_max: float, on_error=None,
+                 clock: Callable[[], float] = time.time) -> None:
+        import redis.asyncio as aioredis
+
+        self._client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry_on_timeout=False, health_check_interval=0, max_connections=256,
+        )
+        self._breaker = Breaker("redis cache", "serving without the cache", backoff_max, log)
+        self._on_error = on_error or (lambda op: None)
+        self.clock = clock
+        self._lookups: list[tuple[list[str], asyncio.Future]] = []
+        self._stores: list[tuple[str, bytes, int]] = []
+        self._stored: asyncio.Future | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def available(self) -> bool:
+        return self._breaker.available
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        self._on_error(op)
+        self._breaker.failed(op, exc)
+
+    def _succeeded(self) -> None:
+        self._breaker.succeeded()
+
+    def _soon(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def fetch(self, keys: list[str]) -> list[tuple[bytes, float] | None]:
+        """Each key's (value, expiry), or None; joined with every other lookup
+        made in this event-loop turn into one MGET."""
+        if not self.available:
+            return [None] * len(keys)
+        future = asyncio.get_running_loop().create_future()
+        if not self._lookups:
+            self._soon(self._lookup_all)
+        self._lookups.append((keys, future))
+        return await future
+
+    async def _lookup_all(self) -> None:
+        waiting, self._lookups = self._lookups, []
+        keys = [k for ks, _ in waiting for k in ks]
+        try:
+            values = await (self._client.mget(keys) if len(keys) > 1 else self._client.get(keys[0]))
+            values = [values] if len(keys) == 1 else list(values)
+        except Exception as exc:  # redis-py raises several families; all mean "no cache now"
+            self._failed("get", exc)
+            values = [None] * len(keys)
+        else:
+            self._succeeded()
+        now, i = self.clock(), 0
+        for ks, future in waiting:
+            found = []
+            for raw in values[i:i + len(ks)]:
+                entry = unseal(raw)
+                found.append(entry if entry is not None and entry[1] > now else None)
+            i += len(ks)
+            if not future.done():
+                future.set_result(found)
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        return [None if e is None else e[0] for e in await self.fetch(keys)]
+
+    async def get(self, key: str) -> bytes | None:
+        return (await self.mget([key]))[0]
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        """Stored with this turn's pipeline (a failure is logged and counted, never raised)."""
+        done = self.store(key, seal(value, self.clock() + ttl), ttl)
+        if done is not None:
+            await asyncio.shield(done)
+
+    def store(self, key: str, sealed: bytes, ttl: int) -> asyncio.Future | None:
+        """Queues a store for this turn's pipeline without waiting for it; the
+        future it returns is done once the pipeline has run."""
+        if not self.available:
+            return None
+        if not self._stores:
+            self._stored = asyncio.get_running_loop().create_future()
+            self._soon(self._store_all)
+        self._stores.append((key, sealed, ttl))
+        return self._stored
+
+    async def _store_all(self) -> None:
+        stores, self._stores, done = self._stores, [], self._stored
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, sealed, ttl in stores:
+                    pipe.set(key, sealed, ex=ttl)
+                await pipe.execute()
+        except Exception as exc:
+            self._failed("set", exc)
+        else:
+            self._succeeded()
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    async def flush(self) -> None:
+        """Waits for the lookups and stores queued so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.flush(), 2.0)
+        except (asyncio.TimeoutError, Exception):
+            pass
+        await self._client.aclose()
+
+
+class TieredCache:
+    """The in-process tier in front of Redis: a local hit costs no round trip;
+    a Redis hit is kept locally until the entry's own expiry."""
+
+    backend = "redis"
+
+    def __init__(self, local: LRUCache, remote: RedisCache, on_hit: Callable[[str], None] | None = None) -> None:
+        self.local = local
+        self.remote = remote
+        self.on_hit = on_hit or (lambda tier: None)
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        found = [self.local.lookup(k) for k in keys]
+        missing = [i for i, v in enumerate(found) if v is None]
+        for _ in range(len(keys) - len(missing)):
+            self.on_hit("local")
+        if missing:
+            for i, entry in zip(missing, await self.remote.fetch([keys[i] for i in missing])):
+                if entry is not None:
+                    value, expires = entry
+                    self.local.put(keys[i], value, expires)
+                    found[i] = value
+                    self.on_hit("redis")
+        return found
+
+    async def get(self, key: str) -> bytes | None:
+        value = self.local.lookup(key)
+        if value is not None:
+            self.on_hit("local")
+            return value
+        return (await self.mget([key]))[0]
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        expires = self.local.clock() + ttl
+        self.local.put(key, value, expires)
+        self.remote.store(key, seal(value, expires), ttl)
+
+    @property
+    def available(self) -> bool:
+        return self.remote.available
+
+    async def flush(self) -> None:
+        await self.remote.flush()
+
+    async def healthy(self) -> bool:
+        return await self.remote.healthy()
+
+    async def close(self) -> None:
+        await self.local.close()
+        await self.remote.close()
