@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -37,7 +37,8 @@ _current: ContextVar[RequestRecord | None] = ContextVar("request_record", defaul
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (uuid4's form without its version bits, at a fraction of its cost)."""
+    return os.urandom(16).hex()
 
 
 def accept_request_id(candidate: str | None) -> str:
@@ -52,6 +53,11 @@ def begin(request_id: str):
     """Make the record current; returns it and the token that `end` takes."""
     record = RequestRecord(request_id)
     return record, _current.set(record)
+
+
+def attach(record: RequestRecord):
+    """Make an existing record current again; returns the token that `end` takes."""
+    return _current.set(record)
 
 
 def end(token) -> None:

@@ -71,6 +71,7 @@ class Metrics:
         self.batch_rows = Histogram("router_batch_rows", "Rows per Triton request the router sent for misses",
                                     ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self._request_children: dict[tuple, tuple] = {}
+        self._cache_children: dict[tuple, object] = {}
         # plain tallies for /stats
         self._lock = threading.Lock()
         self._total = 0
@@ -99,7 +100,11 @@ class Metrics:
             self._lookups += 1
             self._hits += int(hit)
         if self.enabled:
-            (self.cache_hits if hit else self.cache_misses).labels(model, str(version)).inc()
+            child = self._cache_children.get((model, version, hit))
+            if child is None:
+                child = self._cache_children[(model, version, hit)] = (
+                    self.cache_hits if hit else self.cache_misses).labels(model, str(version))
+            child.inc()
 
     def observe_batch(self, key: tuple, items: int, rows: int) -> None:
         if self.enabled:

@@ -24,6 +24,17 @@ def cache_key(namespace: str, model: str, version: int, tensor: bytes, shape: tu
     return f"{namespace}:{model}:v{version}:{inp}:{out}"
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def dtype_name(dtype) -> str:
+    """str(dtype) ("uint8", "float32", ...), remembered: numpy builds it anew on every call."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 def jittered_ttl(ttl: int, jitter: float, rng: random.Random = random.Random()) -> int:
     """Spread expiries so that entries written together do not expire together."""
     return max(1, int(ttl * (1 + rng.uniform(-jitter, jitter))))
@@ -32,6 +43,7 @@ def jittered_ttl(ttl: int, jitter: float, rng: random.Random = random.Random()) 
 class Cache(Protocol):
     backend: str
 
+    def peek(self, key: str) -> bytes | None: ...  # the in-process tier only, without awaiting
     async def get(self, key: str) -> bytes | None: ...
     async def mget(self, keys: list[str]) -> list[bytes | None]: ...
     async def set(self, key: str, value: bytes, ttl: int) -> None: ...
@@ -80,6 +92,9 @@ class LRUCache:
     def _drop(self, key: str) -> None:
         _, value = self._data.pop(key)
         self.bytes -= len(value)
+
+    def peek(self, key: str) -> bytes | None:
+        return self.lookup(key)
 
     async def get(self, key: str) -> bytes | None:
         return self.lookup(key)

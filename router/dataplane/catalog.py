@@ -80,8 +80,14 @@ class Snapshot:
     infos: dict[str, ModelInfo] = field(default_factory=dict)
     taken_at: float = 0.0
 
+    _ready: dict[str, frozenset[int]] = field(default_factory=dict, init=False, compare=False, repr=False)
+
     def ready(self, model: str) -> frozenset[int]:
-        return frozenset(v for v, s in self.states.get(model, {}).items() if s == "READY")
+        """The model's READY versions (worked out once per snapshot: every request asks)."""
+        found = self._ready.get(model)
+        if found is None:
+            found = self._ready[model] = frozenset(v for v, s in self.states.get(model, {}).items() if s == "READY")
+        return found
 
     def knows(self, model: str) -> bool:
         return model in self.states

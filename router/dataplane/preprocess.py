@@ -48,10 +48,8 @@ def text_tensor(text: object, info: ModelInfo, max_chars: int) -> np.ndarray:
     if len(text) > max_chars:
         raise InvalidInput(f"text is longer than {max_chars} characters")
     length = info.dims[0]
-    raw = text.encode("utf-8")[:length]
-    out = np.zeros((1, length), dtype=np.uint8)
-    out[0, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-    return out
+    raw = text.encode("utf-8")[:length].ljust(length, b"\0")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(1, length)
 
 
 def decode_b64(data: object) -> bytes:

@@ -12,9 +12,10 @@ from dataclasses import replace
 from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
+import orjson
 
 from router.dataplane import views
-from router.dataplane.cache import Cache, cache_key, jittered_ttl
+from router.dataplane.cache import Cache, cache_key, dtype_name, jittered_ttl
 from router.dataplane.catalog import Catalog, ModelInfo
 from router.dataplane.gateway import Gateway
 from router.dataplane.inputs import Inputs
@@ -122,16 +123,52 @@ class PredictionService:
         return self.catalog.snapshot.infos[model]
 
     def decide(self, opts: Options) -> Decision:
-        route = self.route(opts.model)
-        ready = self.catalog.snapshot.ready(opts.model)
-        decision = resolve(route, ready, opts.routing_key, opts.requested_version)
+        decision = self._resolve(opts)
         if decision is None:
             raise ModelUnavailable(f"no version of {opts.model!r} is ready")
-        if decision.routed_by == "canary":
-            self.metrics.canary.labels(opts.model, str(decision.version)).inc()
-        elif decision.routed_by == "fallback":
-            self.metrics.fallbacks.labels(opts.model, "not_ready").inc()
+        self._count_decision(opts.model, decision)
         return decision
+
+    def _resolve(self, opts: Options) -> Decision | None:
+        return resolve(self.route(opts.model), self.catalog.snapshot.ready(opts.model), opts.routing_key,
+                       opts.requested_version)
+
+    def _count_decision(self, model: str, decision: Decision) -> None:
+        if decision.routed_by == "canary":
+            self.metrics.canary.labels(model, str(decision.version)).inc()
+        elif decision.routed_by == "fallback":
+            self.metrics.fallbacks.labels(model, "not_ready").inc()
+
+    def cached(self, item: Item, opts: Options, request_id: str | None) -> Prediction | None:
+        """The answer to one text item that the in-process cache tier already
+        holds, found without awaiting anything, and counted as `predict`
+        counts a hit (routing, cache and rollout figures, shadow). None when
+        anything more would be needed (a miss, a flight in the air, an image, a
+        model not loaded yet, an input `predict` would refuse): `predict` then
+        serves it, with its own answer or error."""
+        if item.image is not None or item.text is None or not 1 <= opts.top_k <= self.settings.max_top_k:
+            return None
+        info = self.catalog.snapshot.infos.get(opts.model)
+        if info is None or info.input_kind != "text_utf8" or (decision := self._resolve(opts)) is None:
+            return None
+        try:
+            tensor = self.inputs.tensor(info, item)
+        except RouterError:
+            return None
+        top_k = min(opts.top_k, len(info.labels) or opts.top_k)
+        key = self._keys(info, decision.version, [tensor], top_k)[0]
+        flight = self.flights.pending(key)
+        if flight is not None:  # a finished flight holds the stored answer, as in _serve; an open one is awaited there
+            if not flight.done() or flight.exception() is not None:
+                return None
+            scores = flight.result()[0]
+        elif (scores := _decode(self.cache.peek(key))) is None:
+            return None
+        self._count_decision(opts.model, decision)
+        self.metrics.observe_cache(info.name, decision.version, True)
+        if opts.requested_version is None:
+            self.figures.attempt(opts.model, decision.version, True)
+        return self._answers(info, opts, decision, [item], [tensor], top_k, request_id, [(scores, True)])[0]
 
     async def predict(self, item: Item, opts: Options, request_id: str | None) -> Prediction:
         return (await self.predict_many([item], opts, request_id))[0]
@@ -169,6 +206,12 @@ class PredictionService:
         info, tensors, top_k = await self.prepare(items, opts)
         decision, results = await self.routed(
             opts, lambda version: self._serve(info, version, tensors, top_k, request_id))
+        return self._answers(info, opts, decision, items, tensors, top_k, request_id, results)
+
+    def _answers(self, info: ModelInfo, opts: Options, decision: Decision, items: list[Item],
+                 tensors: list[np.ndarray], top_k: int, request_id: str | None,
+                 results: list[tuple[Scores, bool]]) -> list[Prediction]:
+        """A served request's predictions, its shadow call started."""
         if opts.requested_version is None:
             primary = [scores for scores, _ in results]
             self.shadow(opts.model, opts.routing_key, decision.version,
@@ -255,9 +298,7 @@ class PredictionService:
                      request_id: str | None) -> list[tuple[Scores, bool]]:
         """Cache first; the misses as one Triton request (single-flight when
         there is one); results stored after success only."""
-        s = self.settings
-        keys = [cache_key(s.cache_namespace, info.name, version, t.tobytes(), t.shape[1:], str(t.dtype),
-                          f"top_k={top_k}") for t in tensors]
+        keys = self._keys(info, version, tensors, top_k)
         if len(keys) == 1 and (flight := self.flights.pending(keys[0])) is not None:
             # A finished flight holds a stored answer (a hit); an open one is joined (a coalesced miss).
             hit = flight.done()
@@ -289,6 +330,11 @@ class PredictionService:
             for i, scores in zip(misses, batch):
                 results[i] = (scores, False)
         return results  # type: ignore[return-value]
+
+    def _keys(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int) -> list[str]:
+        namespace = self.settings.cache_namespace
+        return [cache_key(namespace, info.name, version, t.tobytes(), t.shape[1:], dtype_name(t.dtype),
+                          f"top_k={top_k}") for t in tensors]
 
     async def _infer(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int,
                      request_id: str | None) -> list[Scores]:
@@ -328,7 +374,7 @@ def _decode(raw: bytes | None) -> Scores | None:
     if raw is None:
         return None
     try:
-        scores = [(str(label), float(score)) for label, score in json.loads(raw)]
+        scores = [(str(label), float(score)) for label, score in orjson.loads(raw)]
     except (ValueError, TypeError):
         return None
     return scores or None

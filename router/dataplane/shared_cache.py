@@ -189,12 +189,16 @@ class TieredCache:
                     self.on_hit("redis")
         return found
 
-    async def get(self, key: str) -> bytes | None:
+    def peek(self, key: str) -> bytes | None:
+        """The in-process tier's entry, without asking Redis."""
         value = self.local.lookup(key)
         if value is not None:
             self.on_hit("local")
-            return value
-        return (await self.mget([key]))[0]
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        value = self.peek(key)
+        return value if value is not None else (await self.mget([key]))[0]
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         expires = self.local.clock() + ttl

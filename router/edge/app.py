@@ -15,8 +15,9 @@ from router.dataplane.runtime import open_service
 from router.edge import openapi
 from router.edge.auth import KeyRing
 from router.edge.fastpath import FastPath
+from router.edge.lane import HitLane
 from router.edge.handlers import register_error_handlers
-from router.edge.middleware import EdgeMiddleware
+from router.edge.middleware import Edge, EdgeMiddleware
 from router.edge.ratelimit import RateLimiter
 from router.edge.routes import admin, jobs, operations, predictions, v2
 from router.jobs.store import open_jobs
@@ -73,8 +74,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     if settings.fast_path:  # inside the edge middleware: added first
         hot = {predictions.predict: "predict", predictions.predict_model: "predict", v2.infer: "predict"}
         app.add_middleware(FastPath, api=app, routes=[*predictions.router.routes, *v2.router.routes], endpoints=hot)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics,
-                       request_logging=settings.request_logging, max_in_flight=settings.max_in_flight)
+    app.state.edge = Edge(settings.max_body_bytes, app.state.metrics, settings.request_logging,
+                          settings.max_in_flight)
+    app.add_middleware(EdgeMiddleware, edge=app.state.edge)
+    # answers cache hits inside the HTTP protocol (router/edge/server.py)
+    app.state.lane = HitLane(app, app.state.edge) if settings.fast_path else None
     return app
 
 

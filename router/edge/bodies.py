@@ -4,6 +4,7 @@ Shared by /predict, /predict/batch and /jobs, so all accept the same bodies."""
 from __future__ import annotations
 
 import asyncio
+from typing import Mapping
 
 import orjson
 from fastapi import Request
@@ -84,14 +85,14 @@ async def read_fields(request: Request, max_json_depth: int) -> tuple[dict, byte
     return fields, upload
 
 
-def options(request: Request, settings: Settings, request_id: str, model: str | None, version,
+def options(headers: Mapping[str, str], settings: Settings, request_id: str, model: str | None, version,
             top_k: int | None) -> Options:
-    """Canary routing is sticky per X-User-ID, else per request id."""
+    """Canary routing is sticky per X-User-ID (in the request's `headers`), else per request id."""
     try:
         requested = parse_version(version)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    key = request.headers.get("x-user-id") or request_id
+    key = headers.get("x-user-id") or request_id
     return Options(model=model or settings.default_model, requested_version=requested, top_k=top_k or 1,
                    routing_key=key)
 
@@ -104,15 +105,15 @@ def item(text: str | None, image_b64: str | None, upload: bytes | None = None) -
     return Item(text=text)
 
 
-def single(request: Request, settings: Settings, request_id: str, fields: dict, upload: bytes | None,
+def single(headers: Mapping[str, str], settings: Settings, request_id: str, fields: dict, upload: bytes | None,
            path_model: str | None = None) -> tuple[list[Item], Options]:
     body = parse(PredictBody, fields)
-    opts = options(request, settings, request_id, path_model or body.model, body.model_version, body.top_k)
+    opts = options(headers, settings, request_id, path_model or body.model, body.model_version, body.top_k)
     text = body.text if body.text is not None else body.input
     return [item(text, body.image_b64, upload)], opts
 
 
-def batch(request: Request, settings: Settings, request_id: str, fields: dict) -> tuple[list[Item], Options]:
+def batch(headers: Mapping[str, str], settings: Settings, request_id: str, fields: dict) -> tuple[list[Item], Options]:
     body = parse(BatchBody, fields)
     if not body.inputs:
         raise InvalidInput("inputs must hold at least one item")
@@ -120,4 +121,4 @@ def batch(request: Request, settings: Settings, request_id: str, fields: dict) -
         raise InvalidInput(f"inputs holds {len(body.inputs)} items; at most {settings.max_batch_items} are accepted")
     items = [Item(text=i) if isinstance(i, str) else item(i.text if i.text is not None else i.input, i.image_b64)
              for i in body.inputs]
-    return items, options(request, settings, request_id, body.model, body.model_version, body.top_k)
+    return items, options(headers, settings, request_id, body.model, body.model_version, body.top_k)

@@ -14,6 +14,8 @@ from router.context import RequestRecord
 from router.dataplane.service import PredictionService
 from router.edge.auth import Principal, presented_key
 from router.errors import JobsUnavailable
+
+COUNTED = "router.rate_counted"  # set on the scope by the hit lane (router/edge/lane.py)
 from router.jobs.store import JobStore
 from router.metrics import Metrics
 from router.settings import Settings
@@ -59,8 +61,9 @@ async def authorize(request: Request, scope: str) -> Principal:
     principal = keyring.authenticate(presented_key(request.headers))
     record.key_name = principal.name
     keyring.authorize(principal, scope)
-    client = request.client.host if request.client else "unknown"
-    await request.app.state.limiter.hit(principal, client)
+    if not request.scope.get(COUNTED):  # the hit lane may have counted it already
+        client = request.client.host if request.client else "unknown"
+        await request.app.state.limiter.hit(principal, client)
     return principal
 
 

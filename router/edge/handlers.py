@@ -24,10 +24,15 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse(error_body(code, message, current_request_id()), status_code=status, headers=headers)
 
 
-async def router_error(request: Request, exc: RouterError) -> JSONResponse:
+def error_response(exc: RouterError, path: str) -> JSONResponse:
+    """A domain error's response on `path` (the request id from the current record)."""
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message)
-    return _error(exc.status, exc.code, exc.message, exc.headers, request.url.path)
+    return _error(exc.status, exc.code, exc.message, exc.headers, path)
+
+
+async def router_error(request: Request, exc: RouterError) -> JSONResponse:
+    return error_response(exc, request.url.path)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,6 +17,36 @@ from router.metrics import Metrics
 log = logging.getLogger("router.access")
 
 
+class Edge:
+    """What the edge keeps across requests, shared by the middleware and the
+    protocol's hit lane (router/edge/lane.py): the limits, the count of
+    requests in flight, and how an outcome is recorded."""
+
+    EXEMPT = frozenset({"/ping", "/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+
+    def __init__(self, max_body_bytes: int, metrics: Metrics, request_logging: bool = True,
+                 max_in_flight: int = 512) -> None:
+        self.max_body = max_body_bytes
+        self.metrics = metrics
+        self.request_logging = request_logging
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    def record(self, scope, record: RequestRecord, status: int, seconds: float) -> None:
+        """One request's metrics and access line, from the record the routes filled."""
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "unmatched"
+        version = "" if record.version is None else str(record.version)
+        self.metrics.observe_request(path, record.model, version, status, seconds)
+        if self.request_logging:
+            log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "latency_ms": round(seconds * 1000, 3), "model": record.model or None,
+                "version": record.version, "routed_by": record.routed_by, "cache": record.cache,
+                "key": record.key_name,
+            })
+
+
 class EdgeMiddleware:
     """Pure ASGI (no per-request task switch): makes the request's record
     (accepting or making its id), sheds load beyond `max_in_flight` requests
@@ -25,16 +55,11 @@ class EdgeMiddleware:
     X-Request-ID to every response, and records the outcome (from the record
     the routes filled) once the response is sent."""
 
-    EXEMPT = frozenset({"/ping", "/health", "/ready", "/v2/health/live", "/v2/health/ready"})
-
-    def __init__(self, app, max_body_bytes: int, metrics: Metrics, request_logging: bool = True,
-                 max_in_flight: int = 512) -> None:
+    def __init__(self, app, edge: Edge) -> None:
         self.app = app
-        self.max_body = max_body_bytes
-        self.metrics = metrics
-        self.request_logging = request_logging
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
+        self.edge = edge
+        self.max_body = edge.max_body
+        self.metrics = edge.metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -57,18 +82,19 @@ class EdgeMiddleware:
         admitted = {"yes": False}
 
         def admit() -> None:
-            if self.in_flight >= self.max_in_flight:
+            edge = self.edge
+            if edge.in_flight >= edge.max_in_flight:
                 self.metrics.rejected.labels("overloaded").inc()
-                raise Overloaded(f"the router is serving {self.max_in_flight} requests at once; retry shortly",
+                raise Overloaded(f"the router is serving {edge.max_in_flight} requests at once; retry shortly",
                                  {"Retry-After": "1"})
-            self.in_flight += 1
+            edge.in_flight += 1
             admitted["yes"] = True
 
         try:
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
                 return await self._reject(send_with_id, rid, protocol)
-            counted = scope["path"] not in self.EXEMPT
+            counted = scope["path"] not in self.edge.EXEMPT
             if counted and length in (None, b"0") and b"transfer-encoding" not in headers:
                 try:
                     admit()
@@ -89,8 +115,8 @@ class EdgeMiddleware:
                                    protocol=protocol)
         finally:
             if admitted["yes"]:
-                self.in_flight -= 1
-            self._record(scope, record, status["code"], time.perf_counter() - record.started)
+                self.edge.in_flight -= 1
+            self.edge.record(scope, record, status["code"], time.perf_counter() - record.started)
             context.end(token)
 
     def _limited(self, receive, on_complete=None):
@@ -124,16 +150,3 @@ class EdgeMiddleware:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 *(extra or [])]})
         await send({"type": "http.response.body", "body": body})
-
-    def _record(self, scope, record: RequestRecord, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        path = getattr(route, "path", None) or "unmatched"
-        version = "" if record.version is None else str(record.version)
-        self.metrics.observe_request(path, record.model, version, status, seconds)
-        if self.request_logging:
-            log.info("%s %s %d", scope["method"], scope["path"], status, extra={
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "latency_ms": round(seconds * 1000, 3), "model": record.model or None,
-                "version": record.version, "routed_by": record.routed_by, "cache": record.cache,
-                "key": record.key_name,
-            })

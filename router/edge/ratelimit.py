@@ -52,6 +52,10 @@ class RateLimiter:
             item = self._items[principal.rate] = parse(principal.rate)
         return item
 
+    def limits(self, principal: Principal) -> bool:
+        """Whether a limit applies to this principal's requests."""
+        return self._item(principal) is not None
+
     async def hit(self, principal: Principal, client: str) -> None:
         """Count one request; RateLimited (429) when over the limit."""
         item = self._item(principal)

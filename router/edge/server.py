@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from router.context import new_request_id
+from router.edge.auth import Principal
+from router.edge.deps import COUNTED
 from router.errors import error_body
 from router.settings import Settings
 
@@ -41,6 +44,12 @@ class CoalescingTransport:
             if not self._transport.is_closing():
                 self._transport.write(data)
 
+    def write_now(self, data: bytes) -> None:
+        """`data` written at once, after anything pending (a whole response needs no coalescing)."""
+        self._flush()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, lines) -> None:
         for line in lines:
             self.write(line)
@@ -67,6 +76,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._lane = find_lane(self.app)
+        self._held = None  # a request waiting for its body, to be answered by the lane or else the app
+        self._in_headers = False
         self._header_bytes = 0  # exact: the request line and headers of this request, as parsed
         self._raw_bytes = 0  # a backstop: bytes received while a header is still incomplete
         self._reading_headers = True
@@ -76,6 +88,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._held = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -119,13 +132,78 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_headers = False
         self._disarm()
-        super().on_headers_complete()
+        self._in_headers = True
+        try:
+            super().on_headers_complete()
+        finally:
+            self._in_headers = False
         if self.cycle is not None and self.cycle.more_body and self._expects_body():
             self._arm(self.body_timeout_s, "the request body was not received in time")
 
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+        cycle, self._held = self._held, None
+        if cycle is not None and cycle is self.cycle and not cycle.disconnected:
+            answered = self._lane.answer(cycle.scope, bytes(cycle.body))
+            if isinstance(answered, Principal):  # a rate limit to count first: one await, in a task
+                task = self.loop.create_task(self._answer_limited(cycle, answered))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+            else:
+                self._answer_or_start(cycle, answered)
+
+    async def _answer_limited(self, cycle, principal: Principal) -> None:
+        refusal = await self._lane.count(cycle.scope, principal, self._proxy())
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        if refusal is None:
+            cycle.scope[COUNTED] = True
+        self._answer_or_start(cycle, refusal or self._lane.answer(cycle.scope, bytes(cycle.body), counted=True))
+
+    def _answer_or_start(self, cycle, answered) -> None:
+        if answered is None:
+            super()._start_asgi_task(cycle, self.app)
+        else:
+            self._write_answer(cycle, *answered)
+
+    def _proxy(self):
+        """uvicorn's X-Forwarded-For handling, when on, over no app: what it makes of a scope."""
+        if not self.config.proxy_headers:
+            return None
+        proxy = getattr(type(self), "_proxy_headers", None)
+        if proxy is None:
+            async def nothing(scope, receive, send) -> None:
+                return None
+            proxy = ProxyHeadersMiddleware(nothing, trusted_hosts=self.config.forwarded_allow_ips)
+            type(self)._proxy_headers = proxy
+        return proxy
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        """A request the lane may answer waits for its body (bounded by the
+        lane) instead of starting the app at once; every other starts as usual."""
+        if self._in_headers and self._lane is not None and app is self.app and not cycle.waiting_for_100_continue \
+                and self._lane.takes(cycle.scope):
+            self._held = cycle
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def _write_answer(self, cycle, record, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole response written at once, as uvicorn's cycle writes one (its
+        default headers, `connection: close` when not kept alive), then done."""
+        content = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            content += [name, b": ", value, b"\r\n"]
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += [b"\r\n", body]
+        self.transport.write_now(b"".join(content))
+        cycle.response_started = cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        self._lane.served(cycle.scope, record, status)
+        cycle.on_response()
 
     def _expects_body(self) -> bool:
         headers = dict(self.headers)
@@ -160,6 +238,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 b"content-length: ", str(len(body)).encode(), b"\r\n",
                 b"x-request-id: ", rid.encode(), b"\r\nconnection: close\r\n\r\n", body]))
         self.transport.close()
+
+
+def find_lane(app):
+    """The hit lane of the app under uvicorn's wrappers (None when it has none)."""
+    for _ in range(8):
+        lane = getattr(getattr(app, "state", None), "lane", None)
+        if lane is not None or not hasattr(app, "app"):
+            return lane
+        app = app.app
+    return None
 
 
 PROTOCOL = f"{__name__}:GuardedHttpToolsProtocol"  # for uvicorn's `http=` with several workers

@@ -42,8 +42,8 @@ async def submit_job(request: Request, service: ServiceDep, settings: SettingsDe
     fields, upload = await bodies.read_fields(request, settings.max_json_depth)
     is_batch = "inputs" in fields and upload is None
     # The job id is not known yet: canary routing uses X-User-ID, else this request's id.
-    items, opts = (bodies.batch(request, settings, record.request_id, fields) if is_batch
-                   else bodies.single(request, settings, record.request_id, fields, upload))
+    items, opts = (bodies.batch(request.headers, settings, record.request_id, fields) if is_batch
+                   else bodies.single(request.headers, settings, record.request_id, fields, upload))
     await service.check(items, opts)  # every 4xx the headers show, before anything is queued; the worker decodes once
     try:
         job_id, created = await jobs.submit(JobPayload.of(items, opts, is_batch), idempotency_key,

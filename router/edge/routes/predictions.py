@@ -31,18 +31,23 @@ class FastJSON(JSONResponse):
         return orjson.dumps(content)
 
 
-def respond(record: RequestRecord, preds: list[Prediction], batch: bool = False) -> JSONResponse:
+def answer(record: RequestRecord, preds: list[Prediction], batch: bool = False) -> tuple[dict, dict[str, str]]:
     """The response body and headers, with the record filled for the edge's log line and metrics."""
     first = preds[0]
     record.served(first.model, first.model_version, first.routed_by, all(p.cached for p in preds))
     body = response_body(preds, record.request_id, batch, record.elapsed_ms())
-    return FastJSON(body, headers={"X-Model-Version": str(first.model_version), "X-Cache": record.cache})
+    return body, {"X-Model-Version": str(first.model_version), "X-Cache": record.cache}
+
+
+def respond(record: RequestRecord, preds: list[Prediction], batch: bool = False) -> JSONResponse:
+    body, headers = answer(record, preds, batch)
+    return FastJSON(body, headers=headers)
 
 
 async def _predict_one(request: Request, service: PredictionService, settings: Settings, record: RequestRecord,
                        path_model: str | None = None) -> JSONResponse:
     fields, upload = await bodies.read_fields(request, settings.max_json_depth)
-    items, opts = bodies.single(request, settings, record.request_id, fields, upload, path_model)
+    items, opts = bodies.single(request.headers, settings, record.request_id, fields, upload, path_model)
     return respond(record, [await service.predict(items[0], opts, record.request_id)])
 
 
@@ -57,7 +62,7 @@ async def predict_get(request: Request, service: ServiceDep, settings: SettingsD
                       text: Annotated[str, Query(description="Text to classify")],
                       model: str | None = None, model_version: str | None = None,
                       top_k: Annotated[int | None, Query(ge=1)] = None):
-    opts = bodies.options(request, settings, record.request_id, model, model_version, top_k)
+    opts = bodies.options(request.headers, settings, record.request_id, model, model_version, top_k)
     return respond(record, [await service.predict(Item(text=text), opts, record.request_id)])
 
 
@@ -71,5 +76,5 @@ async def predict_model(model: str, request: Request, service: ServiceDep, setti
              responses=ERROR_RESPONSES, openapi_extra=request_body(BatchBody, multipart=False))
 async def predict_batch(request: Request, service: ServiceDep, settings: SettingsDep, record: RecordDep):
     fields = await bodies.read_json_object(request, settings.max_json_depth)
-    items, opts = bodies.batch(request, settings, record.request_id, fields)
+    items, opts = bodies.batch(request.headers, settings, record.request_id, fields)
     return respond(record, await service.predict_many(items, opts, record.request_id), batch=True)

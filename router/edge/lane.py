@@ -1,0 +1,161 @@
+"""The hit lane: a POST /predict or /models/{model}/predict whose answer the
+in-process cache tier already holds is answered inside the HTTP protocol's
+own callback, as soon as its body is in: no ASGI task, no FastAPI or
+Starlette layer, no await (when a rate limit applies, one await: the
+limiter's count, in a task of its own). It answers only such successes and
+the rate limit's 429, exactly as the full path does (the same endpoint's
+body and headers, the request id, metrics, access line, rollout figures and
+shadow call). Anything else (a miss, any other error, an upload, a query
+string, the in-flight cap reached) goes down the full path untouched, as if
+the lane were not there; a request the lane already counted against its
+rate limit is marked so, and not counted twice. FAST_PATH=false turns it
+off with the fast path."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from fastapi import FastAPI
+
+from router import context
+from router.context import REQUEST_ID_HEADER, RequestRecord, accept_request_id
+from router.edge import bodies
+from router.edge.auth import Principal, presented_key
+from router.edge.deps import COUNTED  # noqa: F401  (the mark this lane sets)
+from router.edge.handlers import error_response
+from router.edge.middleware import Edge
+from router.edge.routes import predictions
+from router.errors import RateLimited, RouterError
+
+# (the record, for the access line and metrics; status; headers; body)
+Answer = tuple[RequestRecord, int, list[tuple[bytes, bytes]], bytes]
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+def first_values(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers by lower-case name, the first of a repeated one (as
+    Starlette's `Headers.get` reads them), decoded once."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        out.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return out
+
+
+def _is_json(content_type: str | None) -> bool:
+    """What `bodies.read_fields` reads as JSON (a request without a type included)."""
+    ctype = (content_type or "application/json").split(";")[0].strip().lower()
+    return ctype in JSON_TYPES or ctype.endswith("+json")
+
+
+class HitLane:
+    # Bodies up to this size are held until complete (a text request is far smaller);
+    # larger ones start down the full path at once, as they always have.
+    MAX_BODY = 64 * 1024
+
+    def __init__(self, api: FastAPI, edge: Edge) -> None:
+        self.api = api
+        self.edge = edge
+        self.max_body = min(self.MAX_BODY, edge.max_body)
+        wanted = (predictions.predict, predictions.predict_model)
+        self.routes = [(route.path_regex, route) for route in predictions.router.routes
+                       if getattr(route, "endpoint", None) in wanted and "POST" in route.methods]
+
+    def takes(self, scope) -> bool:
+        """Whether a request may wait for its body to be answered here, from
+        its request line and headers alone; marks the route it matched."""
+        if scope["method"] != "POST" or scope["query_string"]:
+            return False
+        for regex, route in self.routes:
+            found = regex.match(scope["path"])
+            if found is not None:
+                break
+        else:
+            return False
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                return False
+        if length is None or not length.isdigit() or not 0 < int(length) <= self.max_body:
+            return False
+        scope["route"], scope["path_params"] = route, found.groupdict()
+        return True
+
+    def answer(self, scope, body: bytes, counted: bool = False) -> Answer | Principal | None:
+        """A cached answer; None: the full path serves it; or the Principal
+        whose rate limit `count` must count first (unless already `counted`)."""
+        started = time.perf_counter()
+        state = self.api.state
+        edge = self.edge
+        headers = first_values(scope["headers"])
+        if edge.in_flight >= edge.max_in_flight or not _is_json(headers.get("content-type")):
+            return None
+        rid = accept_request_id(headers.get(REQUEST_ID_HEADER))
+        record, token = context.begin(rid)
+        record.started = started
+        try:
+            try:
+                principal = state.keyring.authenticate(presented_key(headers))
+                state.keyring.authorize(principal, "predict")
+                if not counted and state.limiter.limits(principal):
+                    return principal
+                settings = state.settings
+                fields = bodies.parse_json(body, settings.max_json_depth)
+                if not isinstance(fields, dict):
+                    return None
+                items, opts = bodies.single(headers, settings, rid, fields, None, scope["path_params"].get("model"))
+            except RouterError:
+                return None
+            prediction = state.service.cached(items[0], opts, rid)
+            if prediction is None:
+                return None
+            record.key_name = principal.name
+            payload, extra = predictions.answer(record, [prediction])
+        finally:
+            context.end(token)
+        content = orjson.dumps(payload)
+        return record, 200, [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
+                             (b"content-length", str(len(content)).encode()), (b"content-type", b"application/json"),
+                             (b"x-request-id", rid.encode())], content
+
+    async def count(self, scope, principal: Principal, proxy) -> Answer | None:
+        """Counts the request against its principal's rate limit, from the
+        client address the app would see (`proxy`: uvicorn's X-Forwarded-For
+        handling, when on). None when within the limit; else its 429."""
+        started = time.perf_counter()
+        self.edge.in_flight += 1
+        try:
+            return await self._count(scope, principal, proxy, started)
+        finally:
+            self.edge.in_flight -= 1
+
+    async def _count(self, scope, principal: Principal, proxy, started: float) -> Answer | None:
+        if proxy is not None:
+            seen = dict(scope)
+            await proxy(seen, None, None)
+            client = seen.get("client")
+        else:
+            client = scope.get("client")
+        try:
+            await self.api.state.limiter.hit(principal, client[0] if client else "unknown")
+        except RateLimited as exc:
+            record, token = context.begin(accept_request_id(first_values(scope["headers"]).get(REQUEST_ID_HEADER)))
+            try:
+                record.started, record.key_name = started, principal.name
+                response = error_response(exc, scope["path"])
+            finally:
+                context.end(token)
+            return record, response.status_code, [*response.raw_headers,
+                                                  (b"x-request-id", record.request_id.encode())], response.body
+        return None
+
+    def served(self, scope, record: RequestRecord, status: int) -> None:
+        """The answered request's metrics and access line, as the edge records every request."""
+        token = context.attach(record)
+        try:
+            self.edge.record(scope, record, status, time.perf_counter() - record.started)
+        finally:
+            context.end(token)

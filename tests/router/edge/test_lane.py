@@ -1,0 +1,204 @@
+"""The hit lane answers inside the HTTP protocol exactly what the full path
+answers: a real uvicorn server with the router's protocol, on a free
+loopback port, over a FakeTriton, with FAST_PATH on (lane and fast path)
+and off (neither), sent the same requests in the same order."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from router.edge import server as edge_server
+from router.edge.app import create_app
+from router.settings import Settings
+from tests.router.edge.test_auth import KEYS
+from tests.router.edge.test_fastpath import CASES, READER, comparable
+from tests.router.fakes import FakeTriton
+
+SLOW = {"X-API-Key": "k-slow"}  # 3/minute
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(**overrides):
+    """(base url, app) of a real server in a thread, stopped after the block."""
+    settings = Settings(_env_file=None, **{"request_logging": False, "triton_refresh_s": 60, "redis_url": None,
+                                              "jobs_redis_url": None, "api_keys": KEYS, **overrides})
+    app = create_app(settings, gateway=FakeTriton())
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=edge_server.configure(settings), log_config=None,
+                            access_log=False, ws="none", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def timeless(response) -> tuple:
+    """`comparable`, without the seconds a 429 says to wait (they tick between two runs)."""
+    status, headers, body = comparable(response)
+    if status == 429:
+        body["error"]["message"] = re.sub(r"retry after \d+ s", "retry after N s", body["error"]["message"])
+    return status, {k: v for k, v in headers.items() if k not in ("retry-after", "ratelimit-reset")}, body
+
+
+def answers_of(requests, **overrides) -> list:
+    """Each request sent twice (the second may be a cache hit), comparable answers in order."""
+    out = []
+    with served(**overrides) as (url, _), httpx.Client(base_url=url, timeout=10) as client:
+        for method, path, kwargs in requests:
+            for _ in range(2):
+                out.append(timeless(client.request(method, path, **kwargs)))
+        metrics = client.get("/metrics", headers={"X-API-Key": "k-ops"}).text.splitlines()
+    # what every request counted: outcomes by route and status, cache lookups, canary and fallback counts
+    out.append(sorted(line for line in metrics if line.startswith((
+        "router_requests_total{", "cache_hits_total{", "cache_miss_total{", "cache_tier_hits_total{",
+        "router_request_duration_seconds_count{", "fallbacks_total{", "canary_assignments_total{"))))
+    return out
+
+
+HITS = [
+    ("POST", "/predict", {"json": {"text": "a film to remember"}, "headers": READER}),
+    ("POST", "/predict", {"json": {"text": "a film to remember", "top_k": 2}, "headers": READER}),
+    ("POST", "/predict", {"json": {"input": "a film to remember", "model_version": 1}, "headers": READER}),
+    ("POST", "/predict", {"json": {"text": "a film to remember"}, "headers": {**READER, "X-Request-ID": "mine-1"}}),
+    ("POST", "/predict", {"json": {"text": "a film to remember"},
+                          "headers": {**READER, "content-type": "application/vnd.x+json"}}),
+    ("POST", "/predict", {"json": {"text": "a film to remember", "model": "digits"}, "headers": READER}),
+    ("POST", "/predict", {"json": {"text": "a film to remember", "extra": 1}, "headers": READER}),
+    ("POST", "/predict", {"json": {"text": "   "}, "headers": READER}),
+    ("POST", "/predict", {"json": {"text": "a film to remember", "top_k": 99}, "headers": READER}),
+    ("POST", "/predict", {"json": {"text": "a film to remember"}, "params": {"top_k": 2}, "headers": READER}),
+    ("POST", "/predict", {"json": {"text": "a film to remember"}, "headers": {"X-API-Key": "wrong"}}),
+    ("POST", "/predict", {"json": {"text": "a film to remember"},
+                          "headers": {**READER, "Authorization": "Basic abc"}}),
+    ("POST", "/models/sentiment/predict", {"json": {"text": "a film to remember"}, "headers": READER}),
+    ("POST", "/models/digits/predict", {"json": {"text": "a film to remember"}, "headers": READER}),
+    *[("POST", "/predict", {"json": {"text": "slowly now"}, "headers": SLOW})] * 3,
+]
+
+
+@pytest.mark.parametrize("rate_limit", ["1000/second", None], ids=["limited", "unlimited"])
+def test_the_lane_answers_what_the_full_path_answers(rate_limit):
+    requests = [*HITS, *CASES]
+    lane = answers_of(requests, fast_path=True, rate_limit=rate_limit)
+    full = answers_of(requests, fast_path=False, rate_limit=rate_limit)
+    for request, mine, theirs in zip([r for r in requests for _ in range(2)] + ["/metrics"], lane, full):
+        assert mine == theirs, request
+    assert any(line.startswith('cache_hits_total{model="sentiment"') for line in lane[-1])
+    slow = [status for (status, *_), (_, _, kwargs) in zip(lane, [r for r in requests for _ in range(2)])
+            if kwargs.get("headers") is SLOW]
+    assert slow == [200, 200, 200, 429, 429, 429]  # 3/minute, counted once per request on either path
+
+
+def lane_results(app) -> list:
+    """What the app's lane answered, in order (None: it handed the request on)."""
+    lane, seen = app.state.lane, []
+    real = lane.answer
+
+    def answer(*args, **kwargs):
+        result = real(*args, **kwargs)
+        seen.append(result if result is None or isinstance(result, tuple) else "counting")
+        return result
+    lane.answer = answer
+    return seen
+
+
+def test_hits_are_answered_by_the_lane_and_misses_by_the_app():
+    with served(rate_limit=None) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        seen = lane_results(app)
+        body = {"text": "only once to Triton"}
+        first = client.post("/predict", json=body, headers=READER)
+        second = client.post("/predict", json=body, headers={**READER, "X-Request-ID": "hit-1"})
+        third = client.post("/predict", json=body, headers=READER, params={"top_k": 1})  # a query: not the lane's
+        calls = len(app.state.gateway.calls)
+    assert [r.headers["x-cache"] for r in (first, second, third)] == ["MISS", "HIT", "HIT"]
+    assert seen[0] is None and seen[1][1] == 200 and len(seen) == 2
+    assert second.headers["x-request-id"] == "hit-1" and second.json()["request_id"] == "hit-1"
+    assert second.json()["source"] == "cache" and calls == 1
+
+
+def test_a_limited_hit_is_counted_by_the_lane_and_refused_with_the_same_429():
+    with served() as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        seen = lane_results(app)
+        answers = [client.post("/predict", json={"text": "slow hits"}, headers=SLOW) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert seen == ["counting", None, "counting", seen[3], "counting", seen[5], "counting"]  # 2nd pass: counted
+    assert seen[3][1] == 200 and seen[5][1] == 200
+    refused = answers[3]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert refused.json()["error"]["request_id"] == refused.headers["x-request-id"]
+    assert refused.headers["retry-after"] and refused.headers["ratelimit-limit"] == "3"
+
+
+def raw_exchange(url: str, data: bytes, responses: int) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(data)
+        got = b""
+        while got.count(b"HTTP/1.") < responses or not got.endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def request_bytes(body: bytes, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
+    return (b"POST /predict HTTP/" + version + b"\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"x-api-key: k-reader\r\ncontent-length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+
+
+def test_pipelined_and_http10_requests_are_answered_in_order():
+    body = b'{"text": "pipelined"}'
+    with served(rate_limit=None) as (url, app):
+        seen = lane_results(app)
+        warm = raw_exchange(url, request_bytes(body), 1)
+        both = raw_exchange(url, request_bytes(body) + request_bytes(b'{"text": "pipelined too"}'), 2)
+        closed = raw_exchange(url, request_bytes(body, version=b"1.0"), 1)
+    assert b"x-cache: MISS" in warm
+    first, second = both.split(b"HTTP/1.1 200 OK")[1:]
+    assert b"x-cache: HIT" in first and b'"input":"pipelined"' in first
+    assert b"x-cache: MISS" in second and b'"input":"pipelined too"' in second
+    assert b"x-cache: HIT" in closed and b"connection: close" in closed
+    assert [r is not None for r in seen].count(True) == 2  # the two hits; the pipelined miss went to the app
+
+
+def test_a_body_sent_in_pieces_and_one_over_the_lanes_size_still_get_their_answers():
+    text = "pieces"
+    body = ('{"text": "%s"}' % text).encode()
+    with served(rate_limit=None, max_body_bytes=1 << 20) as (url, app):
+        host, port = url.removeprefix("http://").split(":")
+        raw_exchange(url, request_bytes(body), 1)
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            data = request_bytes(body)
+            for i in range(0, len(data), 7):
+                sock.sendall(data[i:i + 7])
+                time.sleep(0.005)
+            reply = sock.recv(65536)
+        seen = lane_results(app)
+        large = [httpx.post(f"{url}/predict", headers=READER, json={"text": "x", "padding": "y" * (70 * 1024)},
+                            timeout=10) for _ in range(2)]
+    assert b"x-cache: HIT" in reply
+    assert [(r.status_code, r.headers["x-cache"]) for r in large] == [(200, "MISS"), (200, "HIT")]
+    assert seen == []  # larger than the lane holds: the full path answered both
