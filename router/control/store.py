@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "control:rollouts"
 PREFIX = "control:rollout:"
+MODELS = "control:models"  # the set of models with a state: listed without a SCAN over the keyspace
 VERDICT = "control:verdict:"
 
 Apply = Callable[[str, Rollout], None]
@@ -80,8 +81,8 @@ class RedisStore:
         return Rollout.model_validate_json(raw) if raw else None
 
     async def all(self) -> dict[str, Rollout]:
-        keys = [k async for k in self.client.scan_iter(match=PREFIX + "*", count=100)]
-        values = await self.client.mget(keys) if keys else []
+        models = sorted(m.decode() for m in await self.client.smembers(MODELS))
+        values = await self.client.mget([PREFIX + m for m in models]) if models else []
         states = (Rollout.model_validate_json(v) for v in values if v)
         return {s.model: s for s in states}
 
@@ -104,6 +105,7 @@ class RedisStore:
                     updated = transition(current)
                     pipe.multi()
                     pipe.set(key, updated.model_dump_json())
+                    pipe.sadd(MODELS, model)
                     pipe.publish(CHANNEL, model)
                     await pipe.execute()
                     return updated

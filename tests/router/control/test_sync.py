@@ -37,3 +37,27 @@ def test_a_slow_reload_does_not_undo_a_newer_state():
         return applied
 
     assert asyncio.run(scenario()) == [(2, 0.0), (1, 50.0)]
+
+
+def test_the_redis_store_lists_its_states_without_scanning_the_keyspace(jobs_redis, db):
+    """On a Redis shared with the cache, listing the states (every controller
+    tick, every refresh) must not cost a walk over every cached entry."""
+    from router.control.store import RedisStore
+
+    db.mset({f"pred:{i}": b"x" for i in range(5000)})
+
+    async def scenario():
+        store = RedisStore(jobs_redis.url, 2.0)
+        try:
+            for model, percent in (("a", 10), ("b", 20)):
+                seed = Rollout(model=model, revision=0, canary_version=2, canary_percent=0)
+                await store.update(model, seed, lambda s, p=percent: s.model_copy(
+                    update={"revision": s.revision + 1, "canary_percent": p}))
+            db.config_resetstat()
+            return {m: s.canary_percent for m, s in (await store.all()).items()}
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == {"a": 10.0, "b": 20.0}
+    calls = {k: v["calls"] for k, v in db.info("commandstats").items()}
+    assert "cmdstat_scan" not in calls and calls["cmdstat_smembers"] == 1 and calls["cmdstat_mget"] == 1
