@@ -66,19 +66,20 @@ def sentiment(runner) -> None:
                                      ("triton cache, http json", "oip", cache.http_url)):
             before = _triton_hits(cache.http_url)
             row = runner.load("sentiment hit", variant, target, url, concurrency=conc, samples=s.compare_samples,
-                              procs=procs, model=CACHED_MODEL, model_version=version)
+                              procs=procs, cpu=True, model=CACHED_MODEL, model_version=version)
             row["hits"] = _triton_hits(cache.http_url) - before
+        # The same load generators on both sides: at c>=16 one Python generator, not the server, sets the pace.
         runner.load("sentiment hit", "router /predict", "router", router, concurrency=conc,
-                    samples=s.compare_samples)
+                    samples=s.compare_samples, procs=procs, cpu=True)
         runner.load("sentiment hit", "router /v2 infer", "oip", router, concurrency=conc,
-                    samples=s.compare_samples, model=CACHED_MODEL)
+                    samples=s.compare_samples, procs=procs, cpu=True, model=CACHED_MODEL)
     for conc in s.compare_concurrency:
         runner.load("sentiment miss", "direct grpc", "triton", runner.triton_grpc, concurrency=conc, unique=True,
-                    samples=s.compare_samples, model=CACHED_MODEL, model_version=version)
+                    samples=s.compare_samples, cpu=True, model=CACHED_MODEL, model_version=version)
         runner.load("sentiment miss", "router /predict", "router", router, concurrency=conc, unique=True,
-                    samples=s.compare_samples)
+                    samples=s.compare_samples, cpu=True)
         runner.load("sentiment miss", "router /v2 infer", "oip", router, concurrency=conc, unique=True,
-                    samples=s.compare_samples, model=CACHED_MODEL)
+                    samples=s.compare_samples, cpu=True, model=CACHED_MODEL)
 
 
 def embedder(runner) -> str | None:

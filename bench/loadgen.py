@@ -204,12 +204,13 @@ def summarise(latencies, errors: int, warmup: int, keep: bool = False) -> dict:
 def merge(results: list[dict]) -> dict:
     """One row from load generators that ran side by side (each with
     --keep-latencies): counts and throughputs summed, percentiles over
-    every latency, `client_cpu` the busiest generator's."""
+    every latency, `client_cpu` the busiest generator's, `clients_cpu` all of theirs."""
     lat_ms = np.concatenate([np.asarray(r["latencies_ms"]) for r in results])
     out = {"samples": sum(r["samples"] for r in results), "errors": sum(r["errors"] for r in results),
            "duration_s": max(r["duration_s"] for r in results),
            "throughput_rps": round(sum(r["throughput_rps"] for r in results), 1), **percentiles(lat_ms),
-           "client_cpu": max(r["client_cpu"] for r in results), "procs": len(results)}
+           "client_cpu": max(r["client_cpu"] for r in results),
+           "clients_cpu": round(sum(r["client_cpu"] for r in results), 2), "procs": len(results)}
     if all("hits" in r for r in results):
         out["hits"] = sum(r["hits"] for r in results)
     return out

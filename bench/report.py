@@ -53,6 +53,32 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
             cost = 100 * (1 - on / off)
             out.append((f"instrumentation costs <= 5% throughput ({kind}, median of rounds)",
                         f"{cost:.1f}% ({on:.0f} vs {off:.0f} req/s)", cost <= 5))
+    return out + against_baselines(rows)
+
+
+def against_baselines(rows: list[dict]) -> list[tuple[str, str, bool]]:
+    """The router's targets against Triton's own response cache and direct gRPC calls, same run."""
+    out = []
+    for route in ROUTES:
+        for conc in (1, 16):
+            mine, base = _row_at(rows, "sentiment hit", route, conc), _row_at(rows, "sentiment hit", CACHE_HTTP, conc)
+            if mine and base:
+                out.append((f"{route} hit p50 <= Triton cache (HTTP/JSON) hit p50, c={conc}",
+                            f"{mine['p50_ms'] / base['p50_ms']:.2f}x ({mine['p50_ms']:.2f} vs {base['p50_ms']:.2f} ms)",
+                            mine["p50_ms"] <= base["p50_ms"]))
+        mine, base = _row_at(rows, "sentiment hit", route, 16), _row_at(rows, "sentiment hit", CACHE_HTTP, 16)
+        if mine and base:
+            ratio = mine["throughput_rps"] / base["throughput_rps"]
+            out.append((f"{route} hit req/s >= 1.0x Triton cache (HTTP/JSON), c=16", f"{ratio:.2f}x", ratio >= 1.0))
+        for conc in (16, 64):
+            mine, base = _row_at(rows, "sentiment miss", route, conc), _row_at(rows, "sentiment miss", "direct grpc", conc)
+            if mine and base:
+                ratio = mine["throughput_rps"] / base["throughput_rps"]
+                out.append((f"{route} miss req/s >= 1.0x direct gRPC, c={conc}", f"{ratio:.2f}x", ratio >= 1.0))
+        mine, base = _row_at(rows, "sentiment miss", route, 1), _row_at(rows, "sentiment miss", "direct grpc", 1)
+        if mine and base:
+            over = mine["p50_ms"] - base["p50_ms"]
+            out.append((f"{route} miss p50 - direct gRPC p50 <= 0.3 ms, c=1", f"{over:+.2f} ms", over <= 0.3))
     return out
 
 
@@ -101,15 +127,31 @@ def _checks(rows: list[dict]) -> list[str]:
     hits = [f"{r['variant']} {r['offered']} {r['hits']}/{r['requests']}" for r in rows
             if r["scenario"] == "sentiment hit" and "hits" in r]
     busy = [f"{r['variant']} {_load(r)} {r['client_cpu']:.2f}" for r in rows
-            if r["scenario"] in ("sentiment hit", "sentiment miss") and not r["variant"].startswith("router")]
+            if r["scenario"] in ("sentiment hit", "sentiment miss")]
     out = []
     if hits:
         out.append("Hits, of every request sent including warm-up (Triton's own `cache_hit` count for Triton's "
                    "cache, the `X-Cache: HIT` header for the router): " + "; ".join(hits) + ".")
     if busy:
-        out.append("Load-generator CPU on the baselines (CPU seconds per wall second of the busiest generator; "
+        out.append("Load-generator CPU (CPU seconds per wall second of the busiest generator; "
                    "1.00 would mean the generator, not the server, set the pace): " + "; ".join(busy) + ".")
     return out
+
+
+def cpu_table(rows: list[dict]) -> list[str]:
+    """Where the cores went during each comparison point: every server process, and the generators."""
+    measured = [r for r in rows if "server_cpu" in r]
+    labels = sorted({label for r in measured for label in r["server_cpu"]})
+    if not measured:
+        return []
+    lines = ["| cores used | load | req/s | generators | " + " | ".join(labels) + " | all |",
+             "|---|---|---:|---:|" + "---:|" * (len(labels) + 1)]
+    for r in measured:
+        gens = r.get("clients_cpu", r["client_cpu"])  # every generator's together
+        used = [r["server_cpu"].get(label, 0.0) for label in labels]
+        lines.append(f"| {r['scenario']}: {r['variant']} | {_load(r)} | {r['throughput_rps']:.0f} | {gens:.2f} | "
+                     + " | ".join(f"{u:.2f}" for u in used) + f" | {gens + sum(used):.2f} |")
+    return lines
 
 
 def _row_at(rows: list[dict], scenario: str, variant: str, conc: int) -> dict | None:
@@ -138,6 +180,10 @@ def markdown(results: dict) -> str:
                      f"{r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")
     for paragraph in _checks(results["rows"]) + [f"Note: {note}." for note in results.get("notes", [])]:
         lines += ["", paragraph]
+    cores = cpu_table(results["rows"])
+    if cores:
+        lines += ["", "CPU seconds per wall second of each process during each comparison point (a core is 1.00; "
+                      "this machine has " + str(m["cores"]) + "):", ""] + cores
     measured = ratios(results["rows"])
     if measured:
         lines += ["", "| ratio (same run) | value | from |", "|---|---:|---|"]

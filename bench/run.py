@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from bench import compare
+from bench.cpu import CpuMeter
 from bench.loadgen import make_text, merge
 from bench.report import write_report
 from bench.stack import BATCH_MODEL, HEAVY_MODEL, BenchStack
@@ -65,9 +66,10 @@ class Runner:
 
     def load(self, scenario: str, variant: str, target: str, url: str, mode: str = "closed",
              concurrency: int = 8, rate: float = 0.0, unique: bool = False, samples: int | None = None,
-             procs: int = 1, **extra) -> dict:
+             procs: int = 1, cpu: bool = False, **extra) -> dict:
         """One point, from `procs` load generators side by side (closed loop:
-        the clients, samples and warm-up split between them, results merged)."""
+        the clients, samples and warm-up split between them, results merged);
+        `cpu`: with the cores each server process used meanwhile."""
         samples = samples or self.sizes.samples
         warmup = max(1, samples * self.sizes.warmup // self.sizes.samples)
         cmd = [sys.executable, "-m", "bench.loadgen", "--target", target, "--url", url, "--mode", mode,
@@ -77,9 +79,12 @@ class Runner:
         cmd += ["--keep-latencies"] if procs > 1 else []
         for key, value in extra.items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
+        meter = self.cpu_meter() if cpu else None
+        started = meter.snapshot() if meter else None
         children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     for _ in range(procs)]
         finished = [(child, *child.communicate(timeout=600)) for child in children]
+        server_cpu = meter.cores(started, meter.snapshot()) if meter else None
         for child, out, err in finished:
             if child.returncode != 0:
                 raise subprocess.CalledProcessError(child.returncode, cmd, out, err)
@@ -88,11 +93,19 @@ class Runner:
         row = {"scenario": scenario, "variant": variant, "mode": mode,
                "offered": f"c={concurrency}" if mode == "closed" else f"{rate:.0f}/s", **result,
                "requests": (samples // procs + warmup // procs) * procs}
+        if server_cpu is not None:
+            row["server_cpu"] = server_cpu
         self.rows.append(row)
         print(f"  {scenario:<14} {variant:<22} {row['offered']:>8}  {row['throughput_rps']:>8.1f}/s  "
               f"p50 {row['p50_ms']:>7.2f}  p99 {row['p99_ms']:>7.2f} ms  errors {row['errors']}  "
               f"client cpu {row['client_cpu']:.2f}" + (f" x{procs}" if procs > 1 else ""), flush=True)
         return row
+
+    def cpu_meter(self) -> CpuMeter:
+        names = {r.proc.pid: f"router {name}" for name, r in self.stack.routers.items() if r.proc}
+        if self.stack.redis.proc:
+            names[self.stack.redis.proc.pid] = "redis"
+        return CpuMeter(names, self.stack.triton.process.pid if self.stack.triton.process else None)
 
     @property
     def triton_grpc(self) -> str:

@@ -32,10 +32,14 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
     assert len(hit_rows) == 8 and all(r["hits"] == r["requests"] for r in hit_rows)
     assert all(r["hits"] == 0 for r in results["rows"] if r["scenario"] == "sentiment miss" and "hits" in r)
     assert all(r["errors"] == 0 and r["samples"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 for r in results["rows"])
+    # where the cores went, per server process, on every comparison point
+    for r in results["rows"]:
+        if r["scenario"] in ("sentiment hit", "sentiment miss"):
+            assert {"router grpc", "tritonserver", "redis"} <= set(r["server_cpu"]), r
     assert results["single_flight"]["ok"] == results["single_flight"]["requests"]
-    assert len(targets(results)) >= 8  # every target is judged (met or not: this run is too small to say)
+    assert len(targets(results)) >= 8 + 10  # and each of the router's targets against its baselines  # every target is judged (met or not: this run is too small to say)
     assert len(ratios(results["rows"])) >= 9  # the smoke run has c=1 and c=16: every ratio but c=64's
     table = (tmp_path / "latest.md").read_text()
-    assert "| target | measured | met |" in table and "| ratio (same run) | value | from |" in table
+    assert "| cores used | load |" in table and "| target | measured | met |" in table and "| ratio (same run) | value | from |" in table
     for plot in ("latency.png", "batching.png", "comparison.png"):
         assert (tmp_path / plot).stat().st_size > 5000
