@@ -1,7 +1,8 @@
 """Where the machine's CPU goes during one point: CPU seconds per wall second
 (cores) of each server process, read from /proc before and after. Triton's
 process group is split into `tritonserver` itself and its Python-backend
-stubs (the local stand-in for the native ONNX Runtime backend)."""
+stubs (the local stand-in for the native ONNX Runtime backend); so is the
+second Triton, the one with the response cache."""
 
 from __future__ import annotations
 
@@ -24,18 +25,18 @@ def _stat(pid: str) -> tuple[int, str, float] | None:
 
 
 class CpuMeter:
-    """`names`: a label per process id; a process in the group of `triton_group` is
-    counted as `tritonserver` or, for a stub, `triton stubs`."""
+    """`names`: a label per process id; `tritons`: a label per Triton process
+    group, whose stubs are counted apart as `<label> stubs`."""
 
-    def __init__(self, names: dict[int, str], triton_group: int | None) -> None:
+    def __init__(self, names: dict[int, str], tritons: dict[int, str]) -> None:
         self.names = names
-        self.triton_group = triton_group
+        self.tritons = tritons
 
     def _label(self, pid: int, group: int, name: str) -> str | None:
         if pid in self.names:
             return self.names[pid]
-        if self.triton_group is not None and group == self.triton_group:
-            return "triton stubs" if name.startswith("triton_python") else "tritonserver"
+        if group in self.tritons:
+            return self.tritons[group] + (" stubs" if name.startswith("triton_python") else "")
         return None
 
     def snapshot(self) -> tuple[float, dict[int, tuple[str, float]]]:

@@ -271,6 +271,19 @@ def plots(results: dict, out: Path) -> list[Path]:
     return made
 
 
+BEGIN, END = "<!-- bench:latest begin -->", "<!-- bench:latest end -->"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Puts `table` between README's two bench markers; False when the markers are not there."""
+    text = readme.read_text()
+    start, stop = text.find(BEGIN), text.find(END)
+    if start < 0 or stop < start:
+        return False
+    readme.write_text(text[:start + len(BEGIN)] + "\n\n" + table.rstrip("\n") + "\n\n" + text[stop:])
+    return True
+
+
 def write_report(results: dict, out: Path) -> Path:
     path = out / "latest.md"
     path.write_text(markdown(results))

@@ -25,8 +25,8 @@ import httpx
 from bench import compare
 from bench.cpu import CpuMeter
 from bench.loadgen import make_text, merge
-from bench.report import write_report
-from bench.stack import BATCH_MODEL, HEAVY_MODEL, BenchStack
+from bench.report import update_readme, write_report
+from bench.stack import BATCH_MODEL, HEAVY_MODEL, ROOT, BenchStack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -105,7 +105,10 @@ class Runner:
         names = {r.proc.pid: f"router {name}" for name, r in self.stack.routers.items() if r.proc}
         if self.stack.redis.proc:
             names[self.stack.redis.proc.pid] = "redis"
-        return CpuMeter(names, self.stack.triton.process.pid if self.stack.triton.process else None)
+        tritons = {server.process.pid: label for server, label in ((self.stack.triton, "tritonserver"),
+                                                                   (self.stack.cache_triton, "triton with cache"))
+                   if server is not None and server.process is not None}
+        return CpuMeter(names, tritons)
 
     @property
     def triton_grpc(self) -> str:
@@ -210,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"{stamp}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     report = write_report(results, args.out)
+    if args.out == RESULTS and not args.smoke and update_readme(ROOT / "README.md", report.read_text()):
+        print("README.md's Performance section now shows this run")
     print(f"wrote {path}, {report} and plots in {time.monotonic() - started:.0f}s")
     return 0
 
