@@ -56,29 +56,52 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     return out + against_baselines(rows)
 
 
+def comparisons(rows: list[dict]) -> list[tuple[str, dict, dict, str, str]]:
+    """(name, router row, baseline row, measure, goal) of every comparison the run
+    has: measure "p50_ms" or "throughput_rps" as a ratio, "p50 diff" as a
+    difference in ms; goal the target's bound ("" where none is set)."""
+    out = []
+
+    def add(name: str, mine: dict | None, base: dict | None, measure: str, goal: str) -> None:
+        if mine and base:
+            out.append((name, mine, base, measure, goal))
+
+    for route in ROUTES:
+        for conc in (1, 16):
+            add(f"{route} hit p50 / Triton cache (HTTP/JSON) hit p50, c={conc}", _row_at(rows, "sentiment hit", route,
+                conc), _row_at(rows, "sentiment hit", CACHE_HTTP, conc), "p50_ms", "<= 1.0x")
+        add(f"{route} hit req/s / Triton cache (HTTP/JSON) req/s, c=16", _row_at(rows, "sentiment hit", route, 16),
+            _row_at(rows, "sentiment hit", CACHE_HTTP, 16), "throughput_rps", ">= 1.0x")
+        for conc in (16, 64):
+            add(f"{route} miss req/s / direct gRPC req/s, c={conc}", _row_at(rows, "sentiment miss", route, conc),
+                _row_at(rows, "sentiment miss", "direct grpc", conc), "throughput_rps", ">= 1.0x")
+        add(f"{route} miss p50 - direct gRPC p50, c=1", _row_at(rows, "sentiment miss", route, 1),
+            _row_at(rows, "sentiment miss", "direct grpc", 1), "p50 diff", "<= 0.3 ms")
+    for conc in (16, 64):
+        add(f"{ROUTES[1]} miss req/s / direct gRPC req/s, c={conc} (embedder)", _row_at(rows, "embedder miss",
+            ROUTES[1], conc), _row_at(rows, "embedder miss", "direct grpc", conc), "throughput_rps", "")
+    return out
+
+
+def _measured(mine: dict, base: dict, measure: str) -> tuple[float, str, str]:
+    """(value, as shown, from what) of one comparison."""
+    if measure == "p50 diff":
+        diff = mine["p50_ms"] - base["p50_ms"]
+        return diff, f"{diff:+.2f} ms", f"{mine['p50_ms']:.2f} vs {base['p50_ms']:.2f} ms"
+    fmt, unit = (".0f", "req/s") if measure == "throughput_rps" else (".2f", "ms")
+    value = mine[measure] / base[measure]
+    return value, f"{value:.2f}x", f"{mine[measure]:{fmt}} vs {base[measure]:{fmt}} {unit}"
+
+
 def against_baselines(rows: list[dict]) -> list[tuple[str, str, bool]]:
     """The router's targets against Triton's own response cache and direct gRPC calls, same run."""
     out = []
-    for route in ROUTES:
-        for conc in (1, 16):
-            mine, base = _row_at(rows, "sentiment hit", route, conc), _row_at(rows, "sentiment hit", CACHE_HTTP, conc)
-            if mine and base:
-                out.append((f"{route} hit p50 <= Triton cache (HTTP/JSON) hit p50, c={conc}",
-                            f"{mine['p50_ms'] / base['p50_ms']:.2f}x ({mine['p50_ms']:.2f} vs {base['p50_ms']:.2f} ms)",
-                            mine["p50_ms"] <= base["p50_ms"]))
-        mine, base = _row_at(rows, "sentiment hit", route, 16), _row_at(rows, "sentiment hit", CACHE_HTTP, 16)
-        if mine and base:
-            ratio = mine["throughput_rps"] / base["throughput_rps"]
-            out.append((f"{route} hit req/s >= 1.0x Triton cache (HTTP/JSON), c=16", f"{ratio:.2f}x", ratio >= 1.0))
-        for conc in (16, 64):
-            mine, base = _row_at(rows, "sentiment miss", route, conc), _row_at(rows, "sentiment miss", "direct grpc", conc)
-            if mine and base:
-                ratio = mine["throughput_rps"] / base["throughput_rps"]
-                out.append((f"{route} miss req/s >= 1.0x direct gRPC, c={conc}", f"{ratio:.2f}x", ratio >= 1.0))
-        mine, base = _row_at(rows, "sentiment miss", route, 1), _row_at(rows, "sentiment miss", "direct grpc", 1)
-        if mine and base:
-            over = mine["p50_ms"] - base["p50_ms"]
-            out.append((f"{route} miss p50 - direct gRPC p50 <= 0.3 ms, c=1", f"{over:+.2f} ms", over <= 0.3))
+    for name, mine, base, measure, goal in comparisons(rows):
+        if goal:
+            value, shown, source = _measured(mine, base, measure)
+            bound = float(goal.split()[1].rstrip("x"))
+            out.append((f"{name} {goal}", f"{shown} ({source})", value <= bound if goal.startswith("<=") else
+                        value >= bound))
     return out
 
 
@@ -88,34 +111,7 @@ ROUTES = ("router /predict", "router /v2 infer")
 
 def ratios(rows: list[dict]) -> list[tuple[str, str, str]]:
     """(ratio, value, from) of the router against its baselines, from the rows of the same run."""
-    out = []
-
-    def ratio(name: str, mine: dict | None, base: dict | None, key: str, unit: str) -> None:
-        if mine and base:
-            fmt = ".0f" if unit == "req/s" else ".2f"
-            out.append((name, f"{mine[key] / base[key]:.2f}x", f"{mine[key]:{fmt}} vs {base[key]:{fmt}} {unit}"))
-
-    for conc in (1, 16):
-        for route in ROUTES:
-            ratio(f"{route} hit p50 / Triton cache (HTTP/JSON) hit p50, c={conc}", _row_at(rows, "sentiment hit",
-                  route, conc), _row_at(rows, "sentiment hit", CACHE_HTTP, conc), "p50_ms", "ms")
-    for route in ROUTES:
-        ratio(f"{route} hit req/s / Triton cache (HTTP/JSON) req/s, c=16", _row_at(rows, "sentiment hit", route, 16),
-              _row_at(rows, "sentiment hit", CACHE_HTTP, 16), "throughput_rps", "req/s")
-    for scenario in ("sentiment miss", "embedder miss"):
-        routes = ROUTES if scenario == "sentiment miss" else ROUTES[1:]
-        for conc in (16, 64):
-            for route in routes:
-                ratio(f"{route} miss req/s / direct gRPC req/s, c={conc}" + (" (embedder)" if "embedder" in
-                      scenario else ""), _row_at(rows, scenario, route, conc),
-                      _row_at(rows, scenario, "direct grpc", conc), "throughput_rps", "req/s")
-    direct = _row_at(rows, "sentiment miss", "direct grpc", 1)
-    for route in ROUTES:
-        mine = _row_at(rows, "sentiment miss", route, 1)
-        if mine and direct:
-            out.append((f"{route} miss p50 - direct gRPC p50, c=1", f"{mine['p50_ms'] - direct['p50_ms']:+.2f} ms",
-                        f"{mine['p50_ms']:.2f} vs {direct['p50_ms']:.2f} ms"))
-    return out
+    return [(name, *_measured(mine, base, measure)[1:]) for name, mine, base, measure, _ in comparisons(rows)]
 
 
 def _load(r: dict) -> str:
@@ -141,9 +137,9 @@ def _checks(rows: list[dict]) -> list[str]:
 def cpu_table(rows: list[dict]) -> list[str]:
     """Where the cores went during each comparison point: every server process, and the generators."""
     measured = [r for r in rows if "server_cpu" in r]
-    labels = sorted({label for r in measured for label in r["server_cpu"]})
     if not measured:
         return []
+    labels = sorted({label for r in measured for label in r["server_cpu"]})
     lines = ["| cores used | load | req/s | generators | " + " | ".join(labels) + " | all |",
              "|---|---|---:|---:|" + "---:|" * (len(labels) + 1)]
     for r in measured:
