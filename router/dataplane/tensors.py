@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from router.dataplane.batching import TritonBatches
 from router.dataplane.cache import jittered_ttl
@@ -111,19 +112,77 @@ async def infer(service: PredictionService, model: str, version: int | None, req
         return Served(version, "pinned", outputs, cached)
     decision, (outputs, cached) = await service.routed(
         opts, lambda version: _serve(service, info, version, request, request_id))
+    service.shadow(model, routing_key, decision.version, _shadow(service, info, request, request_id, outputs))
+    return Served(decision.version, decision.routed_by, outputs, cached, decision.requested_version)
 
+
+def cached(service: PredictionService, model: str, version: int | None, request: InferRequest, routing_key: str,
+           request_id: str | None, max_bytes: int) -> Served | None:
+    """The answer that the in-process cache tier (or a finished flight)
+    already holds, found without awaiting anything and counted as `infer`
+    counts a hit (routing, cache and rollout figures, shadow). None when
+    anything more would be needed (a miss, a flight in the air, a model not
+    loaded yet, a request `infer` would refuse, outputs over `max_bytes`):
+    `infer` then serves it, with its own answer or error."""
+    info = service.catalog.snapshot.infos.get(model)
+    if info is None or not service.catalog.snapshot.ready(model):
+        return None
+    try:
+        check(info, request)
+        if version is not None:
+            known_version(service, model, version)
+    except RouterError:
+        return None
+    decision = None
+    if version is None:
+        if (decision := service._resolve(Options(model=model, routing_key=routing_key))) is None:
+            return None
+        version = decision.version
+    key, wanted = _key(service, info, version, request)
+    flight = service.flights.pending(key)
+    if flight is not None:  # a finished flight holds the stored answer, as in _serve; an open one is awaited there
+        if not flight.done() or flight.exception() is not None:
+            return None
+        outputs = flight.result()
+    elif (outputs := _complete(unpack(service.cache.peek(key)), wanted)) is None:
+        return None
+    if sum(a.nbytes for a in outputs.values()) > max_bytes:
+        return None
+    service.metrics.observe_cache(info.name, version, True)
+    if decision is None:
+        return Served(version, "pinned", outputs, True)
+    service._count_decision(model, decision)
+    service.figures.attempt(model, version, True)
+    service.shadow(model, routing_key, version, _shadow(service, info, request, request_id, outputs))
+    return Served(version, decision.routed_by, outputs, True, decision.requested_version)
+
+
+def _shadow(service: PredictionService, info: ModelInfo, request: InferRequest, request_id: str | None,
+            outputs: dict[str, np.ndarray]):
+    """The shadow's work for `service.shadow`: the same request to the shadow
+    version, each row's answer compared with the one served."""
     async def shadow(version: int) -> None:
         try:
             theirs, _ = await _serve(service, info, version, request, f"{request_id}-shadow" if request_id else None)
         except RouterError:
-            service.shadow_result(model, version, None)
+            service.shadow_result(info.name, version, None)
             return
         classifier, min_cosine = bool(info.labels), service.settings.shadow_min_cosine
         for mine, other in zip(rows(outputs, info), rows(theirs, info)):  # one comparison per row, as /predict
-            service.shadow_result(model, version, compare_tensors(mine, other, classifier, min_cosine))
+            service.shadow_result(info.name, version, compare_tensors(mine, other, classifier, min_cosine))
+    return shadow
 
-    service.shadow(model, routing_key, decision.version, shadow)
-    return Served(decision.version, decision.routed_by, outputs, cached, decision.requested_version)
+
+def _key(service: PredictionService, info: ModelInfo, version: int,
+         request: InferRequest) -> tuple[str, list[tuple[str, int]]]:
+    """The request's cache key, and the outputs it asks for as (name, classification count)."""
+    wanted = [(o.name, o.class_count) for o in request.outputs]
+    return tensor_cache_key(service.settings.cache_namespace, info.name, version, request.inputs, wanted), wanted
+
+
+def _complete(outputs: dict[str, np.ndarray] | None, wanted: list[tuple[str, int]]) -> dict[str, np.ndarray] | None:
+    """A cached answer that holds every output asked for; else None (a miss)."""
+    return outputs if outputs is not None and all(name in outputs for name, _ in wanted) else None
 
 
 async def _serve(service: PredictionService, info: ModelInfo, version: int, request: InferRequest,
@@ -131,8 +190,7 @@ async def _serve(service: PredictionService, info: ModelInfo, version: int, requ
     """Cache first, then one Triton call per distinct request in flight;
     only a success is stored."""
     s, metrics = service.settings, service.metrics
-    wanted = [(o.name, o.class_count) for o in request.outputs]
-    key = tensor_cache_key(s.cache_namespace, info.name, version, request.inputs, wanted)
+    key, wanted = _key(service, info, version, request)
     flight = service.flights.pending(key)
     if flight is not None:
         hit = flight.done()
@@ -140,9 +198,7 @@ async def _serve(service: PredictionService, info: ModelInfo, version: int, requ
         if not hit:
             metrics.coalesced.labels(info.name).inc()
         return await asyncio.shield(flight), hit  # type: ignore[return-value]
-    outputs = unpack(await service.cache.get(key))
-    if outputs is not None and not all(name in outputs for name, _ in wanted):
-        outputs = None
+    outputs = _complete(unpack(await service.cache.get(key)), wanted)
     metrics.observe_cache(info.name, version, outputs is not None)
     if outputs is not None:
         return outputs, True
@@ -215,7 +271,7 @@ def unpack(raw: bytes | None) -> dict[str, np.ndarray] | None:
         return None
     try:
         (length,) = struct.unpack_from("<I", raw, 4)
-        entries = json.loads(raw[8:8 + length])
+        entries = orjson.loads(raw[8:8 + length])
         offset, out = 8 + length, {}
         for name, datatype, shape, size in entries:
             chunk = memoryview(raw)[offset:offset + size]

@@ -36,6 +36,8 @@ def parse_json(raw: bytes, max_depth: int) -> object:
         if "depth" in str(exc).lower():
             raise BadRequest(f"the JSON body is nested deeper than {max_depth} levels") from None
         raise BadRequest("the request body is not valid JSON") from None
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:  # not even that many openings: no walk needed
+        return value
     level = [value] if isinstance(value, (dict, list)) else []
     for depth in range(1, max_depth + 2):
         nested = [c for v in level for c in (v.values() if isinstance(v, dict) else v)

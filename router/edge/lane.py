@@ -1,4 +1,6 @@
-"""The hit lane: a POST /predict or /models/{model}/predict whose answer the
+"""The hit lane: a POST /predict, /models/{model}/predict or Open Inference
+Protocol infer (/v2/models/{model}[/versions/{version}]/infer, JSON or
+binary tensor data, not compressed) whose answer the
 in-process cache tier already holds is answered inside the HTTP protocol's
 own callback, as soon as its body is in: no ASGI task, no FastAPI or
 Starlette layer, no await (when a rate limit applies, one await: the
@@ -20,16 +22,19 @@ from fastapi import FastAPI
 
 from router import context
 from router.context import REQUEST_ID_HEADER, RequestRecord, accept_request_id
+from router.dataplane import tensors
 from router.edge import bodies
 from router.edge.auth import Principal, presented_key
 from router.edge.deps import COUNTED  # noqa: F401  (the mark this lane sets)
 from router.edge.handlers import error_response
 from router.edge.middleware import Edge
-from router.edge.routes import predictions
-from router.errors import RateLimited, RouterError
+from router.edge.routes import predictions, v2
+from router.errors import RateLimited
 
 # (the record, for the access line and metrics; status; headers; body)
 Answer = tuple[RequestRecord, int, list[tuple[bytes, bytes]], bytes]
+# what a route's handler found: (body, media type, headers)
+Found = tuple[bytes, str, dict[str, str]]
 
 JSON_TYPES = ("application/json", "text/json")
 
@@ -58,9 +63,10 @@ class HitLane:
         self.api = api
         self.edge = edge
         self.max_body = min(self.MAX_BODY, edge.max_body)
-        wanted = (predictions.predict, predictions.predict_model)
-        self.routes = [(route.path_regex, route) for route in predictions.router.routes
-                       if getattr(route, "endpoint", None) in wanted and "POST" in route.methods]
+        self.handlers = {predictions.predict: self._predict, predictions.predict_model: self._predict,
+                         v2.infer: self._infer}
+        self.routes = [(route.path_regex, route) for route in (*predictions.router.routes, *v2.router.routes)
+                       if getattr(route, "endpoint", None) in self.handlers and "POST" in route.methods]
 
     def takes(self, scope) -> bool:
         """Whether a request may wait for its body to be answered here, from
@@ -91,7 +97,7 @@ class HitLane:
         state = self.api.state
         edge = self.edge
         headers = first_values(scope["headers"])
-        if edge.in_flight >= edge.max_in_flight or not _is_json(headers.get("content-type")):
+        if edge.in_flight >= edge.max_in_flight:
             return None
         rid = accept_request_id(headers.get(REQUEST_ID_HEADER))
         record, token = context.begin(rid)
@@ -102,24 +108,42 @@ class HitLane:
                 state.keyring.authorize(principal, "predict")
                 if not counted and state.limiter.limits(principal):
                     return principal
-                settings = state.settings
-                fields = bodies.parse_json(body, settings.max_json_depth)
-                if not isinstance(fields, dict):
-                    return None
-                items, opts = bodies.single(headers, settings, rid, fields, None, scope["path_params"].get("model"))
-            except RouterError:
+                found = self.handlers[scope["route"].endpoint](scope, body, headers, record)
+            except Exception:  # noqa: BLE001  (refused, or anything else: the full path answers it as it would)
                 return None
-            prediction = state.service.cached(items[0], opts, rid)
-            if prediction is None:
+            if found is None:
                 return None
             record.key_name = principal.name
-            payload, extra = predictions.answer(record, [prediction])
         finally:
             context.end(token)
-        content = orjson.dumps(payload)
+        content, media_type, extra = found
         return record, 200, [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
-                             (b"content-length", str(len(content)).encode()), (b"content-type", b"application/json"),
-                             (b"x-request-id", rid.encode())], content
+                             (b"content-length", str(len(content)).encode()), (b"content-type", media_type.encode()),
+                             (b"x-request-id", record.request_id.encode())], content
+
+    def _predict(self, scope, body: bytes, headers: dict[str, str], record: RequestRecord) -> Found | None:
+        if not _is_json(headers.get("content-type")):
+            return None
+        settings, rid = self.api.state.settings, record.request_id
+        fields = bodies.parse_json(body, settings.max_json_depth)
+        if not isinstance(fields, dict):
+            return None
+        items, opts = bodies.single(headers, settings, rid, fields, None, scope["path_params"].get("model"))
+        prediction = self.api.state.service.cached(items[0], opts, rid)
+        if prediction is None:
+            return None
+        payload, extra = predictions.answer(record, [prediction])
+        return orjson.dumps(payload), "application/json", extra
+
+    def _infer(self, scope, body: bytes, headers: dict[str, str], record: RequestRecord) -> Found | None:
+        if headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+            return None
+        state, rid, params = self.api.state, record.request_id, scope["path_params"]
+        version = tensors.parse_path_version(params.get("version"))
+        parsed = v2.parse(body, headers.get(v2.HEADER_LENGTH.lower()), state.settings)
+        served = tensors.cached(state.service, params["model"], version, parsed, headers.get("x-user-id") or rid,
+                                rid, bodies.PARSE_INLINE_BYTES)
+        return None if served is None else v2.answer(record, params["model"], parsed, served)
 
     async def count(self, scope, principal: Principal, proxy) -> Answer | None:
         """Counts the request against its principal's rate limit, from the

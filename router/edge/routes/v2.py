@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from router.dataplane import protocol, tensors
+from router.context import RequestRecord
 from router.edge import bodies
 from router.edge.deps import RecordDep, ServiceDep, SettingsDep, require
 from router.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, protocol_error
@@ -90,22 +91,28 @@ async def infer(model: str, request: Request, service: ServiceDep, settings: Set
     raw = await _read_body(request, settings)
     header_length = request.headers.get(HEADER_LENGTH)
     if len(raw) > bodies.PARSE_INLINE_BYTES:
-        parsed = await asyncio.to_thread(_parse, raw, header_length, settings)
+        parsed = await asyncio.to_thread(parse, raw, header_length, settings)
     else:
-        parsed = _parse(raw, header_length, settings)
+        parsed = parse(raw, header_length, settings)
     key = request.headers.get("x-user-id") or record.request_id
     served = await tensors.infer(service, model, version, parsed, key, record.request_id)
-    record.served(model, served.version, served.routed_by, served.cached)
     if sum(a.nbytes for a in served.outputs.values()) > bodies.PARSE_INLINE_BYTES:
-        body, json_length = await asyncio.to_thread(protocol.encode_response, model, served.version, parsed,
-                                                    served.outputs)
+        body, media_type, headers = await asyncio.to_thread(answer, record, model, parsed, served)
     else:
-        body, json_length = protocol.encode_response(model, served.version, parsed, served.outputs)
+        body, media_type, headers = answer(record, model, parsed, served)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def answer(record: RequestRecord, model: str, parsed: protocol.InferRequest,
+           served: tensors.Served) -> tuple[bytes, str, dict[str, str]]:
+    """The response's body, media type and headers, with the record filled for the edge's log line and metrics."""
+    record.served(model, served.version, served.routed_by, served.cached)
+    body, json_length = protocol.encode_response(model, served.version, parsed, served.outputs)
     headers = {"X-Model-Version": str(served.version), "X-Cache": record.cache or "MISS",
                "X-Routed-By": served.routed_by}
     if json_length is None:
-        return Response(body, media_type="application/json", headers=headers)
-    return Response(body, media_type="application/octet-stream", headers={**headers, HEADER_LENGTH: str(json_length)})
+        return body, "application/json", headers
+    return body, "application/octet-stream", {**headers, HEADER_LENGTH: str(json_length)}
 
 
 # --- request bodies ----------------------------------------------------------------
@@ -139,7 +146,7 @@ def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def _parse(raw: bytes, header_length: str | None, settings: Settings) -> protocol.InferRequest:
+def parse(raw: bytes, header_length: str | None, settings: Settings) -> protocol.InferRequest:
     """The JSON header (all of the body, or its first Inference-Header-Content-Length
     bytes) and the binary tensors after it."""
     length = len(raw)

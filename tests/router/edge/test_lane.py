@@ -5,6 +5,8 @@ and off (neither), sent the same requests in the same order."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import socket
 import threading
@@ -13,13 +15,15 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+import tritonclient.http as httpclient
 import uvicorn
 
 from router.edge import server as edge_server
 from router.edge.app import create_app
 from router.settings import Settings
 from tests.router.edge.test_auth import KEYS
-from tests.router.edge.test_fastpath import CASES, READER, comparable
+from tests.router.edge.test_fastpath import CASES, READER, TENSOR, comparable
+from tests.router.edge.test_v2 import encode, tensor, text_row
 from tests.router.fakes import FakeTriton
 
 SLOW = {"X-API-Key": "k-slow"}  # 3/minute
@@ -57,8 +61,10 @@ def served(**overrides):
 def timeless(response) -> tuple:
     """`comparable`, without the seconds a 429 says to wait (they tick between two runs)."""
     status, headers, body = comparable(response)
-    if status == 429:
+    if status == 429 and isinstance(body["error"], dict):
         body["error"]["message"] = re.sub(r"retry after \d+ s", "retry after N s", body["error"]["message"])
+    elif status == 429:  # the Open Inference Protocol's shape
+        body["error"] = re.sub(r"retry after \d+ s", "retry after N s", body["error"])
     return status, {k: v for k, v in headers.items() if k not in ("retry-after", "ratelimit-reset")}, body
 
 
@@ -95,6 +101,18 @@ HITS = [
     ("POST", "/models/sentiment/predict", {"json": {"text": "a film to remember"}, "headers": READER}),
     ("POST", "/models/digits/predict", {"json": {"text": "a film to remember"}, "headers": READER}),
     *[("POST", "/predict", {"json": {"text": "slowly now"}, "headers": SLOW})] * 3,
+    *[("POST", "/v2/models/sentiment/infer", {"content": body, "headers": {**READER, **extra}})
+      for body, extra in (encode([tensor("text", text_row("a tensor to remember"), "UINT8")], [out])
+                          for out in (httpclient.InferRequestedOutput("probabilities", binary_data=True),
+                                      httpclient.InferRequestedOutput("probabilities", binary_data=False,
+                                                                      class_count=2)))],
+    ("POST", "/v2/models/sentiment/versions/2/infer", {"json": TENSOR, "headers": READER}),
+    ("POST", "/v2/models/sentiment/infer", {"json": TENSOR, "headers": {**READER, "X-User-ID": "u-1"}}),
+    ("POST", "/v2/models/sentiment/infer", {"content": gzip.compress(json.dumps(TENSOR).encode()),
+                                            "headers": {**READER, "content-encoding": "gzip"}}),
+    ("POST", "/v2/models/sentiment/infer", {"json": {**TENSOR, "outputs": [{"name": "nope"}]}, "headers": READER}),
+    ("POST", "/v2/models/digits/infer", {"json": TENSOR, "headers": READER}),
+    *[("POST", "/v2/models/sentiment/infer", {"json": TENSOR, "headers": SLOW})] * 2,
 ]
 
 
@@ -108,7 +126,7 @@ def test_the_lane_answers_what_the_full_path_answers(rate_limit):
     assert any(line.startswith('cache_hits_total{model="sentiment"') for line in lane[-1])
     slow = [status for (status, *_), (_, _, kwargs) in zip(lane, [r for r in requests for _ in range(2)])
             if kwargs.get("headers") is SLOW]
-    assert slow == [200, 200, 200, 429, 429, 429]  # 3/minute, counted once per request on either path
+    assert slow == [200, 200, 200, 429, 429, 429, 429, 429, 429, 429]  # 3/minute, counted once on either path
 
 
 def lane_results(app) -> list:
@@ -136,6 +154,29 @@ def test_hits_are_answered_by_the_lane_and_misses_by_the_app():
     assert seen[0] is None and seen[1][1] == 200 and len(seen) == 2
     assert second.headers["x-request-id"] == "hit-1" and second.json()["request_id"] == "hit-1"
     assert second.json()["source"] == "cache" and calls == 1
+
+
+def test_open_inference_protocol_hits_are_answered_by_the_lane():
+    inputs = [tensor("text", text_row("a tensor for the lane"), "UINT8")]
+    binary, extra = encode(inputs, [httpclient.InferRequestedOutput("probabilities", binary_data=True)])
+    plain = json.dumps({"inputs": [{"name": "text", "datatype": "UINT8", "shape": [1, 256],
+                                    "data": text_row("a tensor for the lane").ravel().tolist()}],
+                        "outputs": [{"name": "probabilities"}]}).encode()
+    with served(rate_limit=None) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        seen = lane_results(app)
+        first = client.post("/v2/models/sentiment/infer", content=binary, headers={**READER, **extra})
+        second = client.post("/v2/models/sentiment/infer", content=binary,
+                             headers={**READER, **extra, "X-Request-ID": "v2-hit"})
+        as_json = client.post("/v2/models/sentiment/infer", content=plain, headers=READER)  # the same entry
+        pinned = client.post(f"/v2/models/sentiment/versions/{second.headers['x-model-version']}/infer",
+                             content=plain, headers=READER)
+        calls = len(app.state.gateway.calls)
+    assert [r.headers["x-cache"] for r in (first, second, as_json, pinned)] == ["MISS", "HIT", "HIT", "HIT"]
+    assert seen[0] is None and [s[1] for s in seen[1:]] == [200, 200, 200] and calls == 1
+    assert second.headers["x-request-id"] == "v2-hit" and second.content == first.content
+    assert second.headers["inference-header-content-length"] == first.headers["inference-header-content-length"]
+    assert as_json.headers["content-type"] == "application/json" and pinned.headers["x-routed-by"] == "pinned"
+    assert json.loads(as_json.content)["outputs"][0]["name"] == "probabilities"
 
 
 def test_a_limited_hit_is_counted_by_the_lane_and_refused_with_the_same_429():
