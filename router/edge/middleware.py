@@ -12,9 +12,11 @@ from starlette.requests import ClientDisconnect
 from router import context
 from router.context import REQUEST_ID_HEADER, RequestRecord, accept_request_id
 from router.errors import Overloaded, PayloadTooLarge, error_body, is_protocol_path, protocol_error
+from router.logs import AccessLog
 from router.metrics import Metrics
 
 log = logging.getLogger("router.access")
+access = AccessLog("router.access")
 
 
 class Edge:
@@ -39,7 +41,7 @@ class Edge:
         version = "" if record.version is None else str(record.version)
         self.metrics.observe_request(path, record.model, version, status, seconds)
         if self.request_logging:
-            log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+            access.info(f"{scope['method']} {scope['path']} {status}", {
                 "method": scope["method"], "path": scope["path"], "status": status,
                 "latency_ms": round(seconds * 1000, 3), "model": record.model or None,
                 "version": record.version, "routed_by": record.routed_by, "cache": record.cache,
