@@ -65,14 +65,14 @@ def sentiment(runner) -> None:
         for variant, target, url in (("triton cache, grpc", "triton", cache.grpc_url),
                                      ("triton cache, http json", "oip", cache.http_url)):
             before = _triton_hits(cache.http_url)
-            row = runner.load("sentiment hit", variant, target, url, concurrency=conc, samples=s.compare_samples,
+            row = runner.load("sentiment hit", variant, target, url, concurrency=conc, samples=s.hit_samples,
                               procs=procs, cpu=True, model=CACHED_MODEL, model_version=version)
             row["hits"] = _triton_hits(cache.http_url) - before
         # The same load generators on both sides: at c>=16 one Python generator, not the server, sets the pace.
         runner.load("sentiment hit", "router /predict", "router", router, concurrency=conc,
-                    samples=s.compare_samples, procs=procs, cpu=True)
+                    samples=s.hit_samples, procs=procs, cpu=True)
         runner.load("sentiment hit", "router /v2 infer", "oip", router, concurrency=conc,
-                    samples=s.compare_samples, procs=procs, cpu=True, model=CACHED_MODEL)
+                    samples=s.hit_samples, procs=procs, cpu=True, model=CACHED_MODEL)
     for conc in s.compare_concurrency:
         runner.load("sentiment miss", "direct grpc", "triton", runner.triton_grpc, concurrency=conc, unique=True,
                     samples=s.compare_samples, cpu=True, model=CACHED_MODEL, model_version=version)

@@ -164,8 +164,9 @@ def markdown(results: dict) -> str:
     m, sizes = results["machine"], results["sizes"]
     fewer = ""
     if "compare_samples" in sizes:
-        fewer = (f" (fewer on the comparison scenarios, to keep the run short: {sizes['compare_samples']} on "
-                 f"`sentiment`, {sizes['embed_samples']} on the embedder, with warm-up in proportion)")
+        hits = f", {sizes['hit_samples']} on its cache hits" if "hit_samples" in sizes else ""
+        fewer = (f" (other counts on the comparison scenarios: {sizes['compare_samples']} on `sentiment`{hits}, "
+                 f"{sizes['embed_samples']} on the embedder, with warm-up in proportion)")
     lines = [f"Run {results['when']} on {m['cores']} cores ({m['cpu']}), Python {m['python']}; "
              f"{sizes['samples']} samples per point after {sizes['warmup']} warm-up{fewer}; "
              f"{results['seconds']:.0f} s in all. `N gens`: N load-generator processes side by side, summed.", "",
