@@ -16,16 +16,39 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+def _parameter(config: dict, key: str) -> str | None:
+    value = config.get("parameters", {}).get(key)
+    return value.get("string_value") if isinstance(value, dict) else None
+
+
+def session_options(config: dict, env) -> ort.SessionOptions:
+    """The session's threads as Triton's native backend reads them (the
+    model config's `intra_op_thread_count` and `inter_op_thread_count`
+    parameters; 0, the default, is one thread per core), the environment's
+    ORT_INTRA_OP_THREADS over both. ORT's idle threads spin by default,
+    waiting for the next run: a whole core per model that just served, taken
+    from the router and the clients on a small CPU host.
+    ORT_ALLOW_SPINNING=1 gives them back their spin."""
+    options = ort.SessionOptions()
+    intra = env.get("ORT_INTRA_OP_THREADS") or _parameter(config, "intra_op_thread_count") or "0"
+    inter = _parameter(config, "inter_op_thread_count") or "0"
+    if int(intra) > 0:
+        options.intra_op_num_threads = int(intra)
+    if int(inter) > 0:
+        options.inter_op_num_threads = int(inter)
+    spin = "1" if env.get("ORT_ALLOW_SPINNING", "0") == "1" else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return options
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
-        options = ort.SessionOptions()
-        threads = int(os.environ.get("ORT_INTRA_OP_THREADS", "0"))
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, session_options(config, os.environ),
+                                            providers=["CPUExecutionProvider"])
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.batched = int(config.get("max_batch_size", 0)) > 0
