@@ -246,12 +246,12 @@ async def open_control(settings: Settings, service, controller: bool = False) ->
         figures, lease = MemoryFigures(), LocalLease()
 
     def apply(model: str, state: Rollout) -> None:
-        service.set_route(model, state.route())
-        service.set_rollout(model, state)
+        service.versions.set_route(model, state.route())
+        service.versions.set_rollout(model, state)
         metrics.observe_rollout(state)
 
     sync = RolloutSync(store, apply, settings.control_refresh_s)
-    flusher = Flusher(service.figures, figures, settings.rollout_figures_flush_s)
+    flusher = Flusher(service.versions.figures, figures, settings.rollout_figures_flush_s)
     ctl = Controller(store, figures, lease, service, settings, metrics, sync.apply) if controller else None
     try:
         await sync.start()

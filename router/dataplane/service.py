@@ -1,15 +1,14 @@
-"""Predictions, knowing nothing of HTTP: model lookup, version routing,
-cache, single-flight and fallback around one Triton call; and the views of
-what the dataplane can serve."""
+"""Predictions, knowing nothing of HTTP: model lookup, then cache,
+single-flight and batching around one Triton call, under the version
+routing of versions.py; and the views of what the dataplane can serve."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from dataclasses import replace
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, TypeVar
 
 import numpy as np
 import orjson
@@ -18,20 +17,16 @@ from router.dataplane import views
 from router.dataplane.cache import Cache, cache_key, dtype_name, jittered_ttl
 from router.dataplane.catalog import Catalog, ModelInfo
 from router.dataplane.gateway import Gateway
-from router.dataplane.inputs import Inputs
-from router.control.figures import Recorder
 from router.dataplane.batching import TritonBatches
-from router.control.state import Rollout
-from router.dataplane.routing import Decision, fallback, in_canary, resolve
-from router.dataplane.shadow import Shadows, compare_scores
+from router.dataplane.inputs import Inputs
+from router.dataplane.routing import Decision
+from router.dataplane.shadow import compare_scores
 from router.dataplane.singleflight import SingleFlight
 from router.dataplane.types import Item, Options, Prediction, Scores
-from router.errors import (BadRequest, InvalidInput, ModelUnavailable, NotFound, RouterError,
-                           TritonUnavailable, VersionUnavailable)
+from router.dataplane.versions import Versions
+from router.errors import InvalidInput, ModelUnavailable, NotFound, RouterError, TritonUnavailable
 from router.metrics import Metrics
-from router.settings import ModelRoute, Settings
-
-log = logging.getLogger(__name__)
+from router.settings import Settings
 
 T = TypeVar("T")
 
@@ -45,39 +40,14 @@ class PredictionService:
         self.cache = cache
         self.metrics = metrics
         self.flights: SingleFlight[list[Scores]] = SingleFlight()
-        self._routes: dict[str, ModelRoute] = {}
-        self._rollouts: dict[str, Rollout] = {}  # the latest stored state of each model, for the views
+        self.versions = Versions(settings, catalog, metrics)
         self.inputs = Inputs(settings)
-        self.figures = Recorder()
-        self.shadows = Shadows(settings.shadow_max_in_flight, metrics.shadow_skipped.inc)
         self.batches = TritonBatches(settings, gateway, metrics, self.timed)
 
     async def close(self) -> None:
-        await self.shadows.close()
+        await self.versions.close()
         await self.batches.close()
         self.inputs.close()
-
-    def set_route(self, model: str, route: ModelRoute) -> None:
-        """A rollout state changed: this model's split from now on, and the
-        window its figures are counted in."""
-        self._routes[model] = route
-        self.figures.window(model, route.window)
-
-    def set_rollout(self, model: str, state: Rollout) -> None:
-        """The model's latest rollout state, as the views show it."""
-        self._rollouts[model] = state
-
-    def rollout(self, model: str) -> Rollout:
-        """The model's latest rollout state; before any, its settings (revision 0)."""
-        state = self._rollouts.get(model)
-        return state if state is not None else Rollout.seed(model, self.settings.route_for(model))
-
-    def route(self, model: str) -> ModelRoute:
-        """The model's split, computed once from settings."""
-        route = self._routes.get(model)
-        if route is None:
-            route = self._routes[model] = self.settings.route_for(model)
-        return route
 
     # --- views ---------------------------------------------------------------
 
@@ -91,11 +61,12 @@ class PredictionService:
             snap = replace(snap, triton_ready=False)
         # Models loaded on first use count once loaded; with LOAD_ALL_MODELS, every model does.
         loaded = set(snap.states) if s.load_all_models else {m for m in snap.states if snap.ready(m)}
-        return views.readiness(snap, self.route, loaded | {s.default_model} | set(s.model_routes))
+        return views.readiness(snap, self.versions.route, loaded | {s.default_model} | set(s.model_routes))
 
     def models_view(self, figures: dict[str, dict | None] | None = None) -> dict:
         """The models view; `figures`: each model's live rollout figures, when read."""
-        return views.models_view(self.catalog.snapshot, self.route, self.settings.default_model, self.rollout,
+        return views.models_view(self.catalog.snapshot, self.versions.route, self.settings.default_model,
+                                 self.versions.rollout,
                                  figures or {})
 
     async def health(self) -> dict:
@@ -122,23 +93,6 @@ class PredictionService:
                 raise ModelUnavailable(f"no version of {model!r} is ready")
         return self.catalog.snapshot.infos[model]
 
-    def decide(self, opts: Options) -> Decision:
-        decision = self._resolve(opts)
-        if decision is None:
-            raise ModelUnavailable(f"no version of {opts.model!r} is ready")
-        self._count_decision(opts.model, decision)
-        return decision
-
-    def _resolve(self, opts: Options) -> Decision | None:
-        return resolve(self.route(opts.model), self.catalog.snapshot.ready(opts.model), opts.routing_key,
-                       opts.requested_version)
-
-    def _count_decision(self, model: str, decision: Decision) -> None:
-        if decision.routed_by == "canary":
-            self.metrics.canary.labels(model, str(decision.version)).inc()
-        elif decision.routed_by == "fallback":
-            self.metrics.fallbacks.labels(model, "not_ready").inc()
-
     def cached(self, item: Item, opts: Options, request_id: str | None) -> Prediction | None:
         """The answer to one text item that the in-process cache tier already
         holds, found without awaiting anything, and counted as `predict`
@@ -149,7 +103,7 @@ class PredictionService:
         if item.image is not None or item.text is None or not 1 <= opts.top_k <= self.settings.max_top_k:
             return None
         info = self.catalog.snapshot.infos.get(opts.model)
-        if info is None or info.input_kind != "text_utf8" or (decision := self._resolve(opts)) is None:
+        if info is None or info.input_kind != "text_utf8" or (decision := self.versions.resolve(opts)) is None:
             return None
         try:
             tensor = self.inputs.tensor(info, item)
@@ -164,10 +118,10 @@ class PredictionService:
             scores = flight.result()[0]
         elif (scores := _decode(self.cache.peek(key))) is None:
             return None
-        self._count_decision(opts.model, decision)
+        self.versions.count_decision(opts.model, decision)
         self.metrics.observe_cache(info.name, decision.version, True)
         if opts.requested_version is None:
-            self.figures.attempt(opts.model, decision.version, True)
+            self.versions.figures.attempt(opts.model, decision.version, True)
         return self._answers(info, opts, decision, [item], [tensor], top_k, request_id, [(scores, True)])[0]
 
     async def predict(self, item: Item, opts: Options, request_id: str | None) -> Prediction:
@@ -204,7 +158,7 @@ class PredictionService:
 
     async def predict_many(self, items: list[Item], opts: Options, request_id: str | None) -> list[Prediction]:
         info, tensors, top_k = await self.prepare(items, opts)
-        decision, results = await self.routed(
+        decision, results = await self.versions.routed(
             opts, lambda version: self._serve(info, version, tensors, top_k, request_id))
         return self._answers(info, opts, decision, items, tensors, top_k, request_id, results)
 
@@ -214,85 +168,22 @@ class PredictionService:
         """A served request's predictions, its shadow call started."""
         if opts.requested_version is None:
             primary = [scores for scores, _ in results]
-            self.shadow(opts.model, opts.routing_key, decision.version,
+            self.versions.shadow(opts.model, opts.routing_key, decision.version,
                         lambda version: self._shadow(info, version, tensors, top_k, request_id, primary))
         texts = [item.text if item.image is None else None for item in items]
         return [Prediction(opts.model, decision.version, decision.routed_by, scores, cached, text,
                            decision.requested_version)
                 for (scores, cached), text in zip(results, texts)]
 
-    async def routed(self, opts: Options, serve: Callable[[int], Awaitable[T]]) -> tuple[Decision, T]:
-        """`serve(version)` with the version routing decides, falling back as
-        `_after_failure` says. Each try of a routed request counts in the
-        rollout's figures (a request pinned to a version does not: it would
-        let any client decide a step): a success, or a failure that is the
-        version's. A canary that refuses the input (400) falls back too, and
-        counts as the canary's failure only when the default then serves it."""
-        decision = self.decide(opts)
-        counted = opts.requested_version is None
-        refused: int | None = None
-        while True:
-            try:
-                result = await serve(decision.version)
-            except RouterError as exc:
-                if isinstance(exc, BadRequest):
-                    if decision.routed_by == "canary" and counted:
-                        refused = decision.version
-                elif counted:
-                    self.figures.attempt(opts.model, decision.version, False)
-                decision = self._after_failure(opts, decision, exc)
-                continue
-            if counted:
-                self.figures.attempt(opts.model, decision.version, True)
-                if refused is not None:
-                    self.figures.attempt(opts.model, refused, False)
-            return decision, result
-
-    def shadow(self, model: str, key: str, served: int, work: Callable[[int], Awaitable[None]]) -> None:
-        """Runs `work(shadow_version)` after this answer when the request's key
-        falls in the shadow's share and another version served it."""
-        route = self.route(model)
-        version = route.shadow_version
-        if version is None or route.shadow_percent <= 0 or version == served:
-            return
-        if in_canary(key, route.shadow_percent) and version in self.catalog.snapshot.ready(model):
-            self.shadows.run(lambda: work(version))
-
-    def shadow_result(self, model: str, version: int, comparison) -> None:
-        """One shadow answer compared (or None: it failed), counted everywhere."""
-        if comparison is None:
-            self.figures.shadow(model, version, None)
-        else:
-            self.figures.shadow(model, version, comparison.agree, comparison.max_abs_diff, comparison.cosine)
-        self.metrics.observe_shadow(model, version, None if comparison is None else comparison.agree)
-
     async def _shadow(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int,
                       request_id: str | None, primary: list[Scores]) -> None:
         try:
             rows = await self._serve(info, version, tensors, top_k, f"{request_id}-shadow" if request_id else None)
         except RouterError:
-            self.shadow_result(info.name, version, None)
+            self.versions.shadow_result(info.name, version, None)
             return
         for mine, theirs in zip(primary, rows):
-            self.shadow_result(info.name, version, compare_scores(mine, theirs[0]))
-
-    def _after_failure(self, opts: Options, decision: Decision, exc: RouterError) -> Decision:
-        """The next version to try, or re-raise. A version Triton calls not
-        ready is routed around; a canary that errors in any way too."""
-        canary_failed = decision.routed_by == "canary"
-        if not canary_failed and not isinstance(exc, VersionUnavailable):
-            raise exc  # an input refused or a Triton error is the same on any version; a canary may differ
-        if isinstance(exc, VersionUnavailable):
-            self.catalog.mark_unready(opts.model, decision.version)
-        route = self.route(opts.model)
-        ready = self.catalog.snapshot.ready(opts.model) - {decision.version}
-        failed = decision.requested_version or decision.version
-        nxt = fallback(route, ready, failed)
-        if nxt is None:
-            raise ModelUnavailable(f"no version of {opts.model!r} is ready") from exc
-        self.metrics.fallbacks.labels(opts.model, "canary_error" if canary_failed else "not_ready").inc()
-        log.warning("%s v%d failed (%s); falling back to v%d", opts.model, decision.version, exc.code, nxt.version)
-        return nxt
+            self.versions.shadow_result(info.name, version, compare_scores(mine, theirs[0]))
 
     async def _serve(self, info: ModelInfo, version: int, tensors: list[np.ndarray], top_k: int,
                      request_id: str | None) -> list[tuple[Scores, bool]]:
@@ -358,7 +249,7 @@ class PredictionService:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.triton_seconds.labels(model, str(version)).observe(elapsed)
-        self.figures.latency(model, version, elapsed)
+        self.versions.figures.latency(model, version, elapsed)
         return result
 
     async def _store(self, keys: list[str], rows: list[Scores]) -> None:

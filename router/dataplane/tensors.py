@@ -110,9 +110,9 @@ async def infer(service: PredictionService, model: str, version: int | None, req
             service.catalog.mark_unready(model, version)
             raise
         return Served(version, "pinned", outputs, cached)
-    decision, (outputs, cached) = await service.routed(
+    decision, (outputs, cached) = await service.versions.routed(
         opts, lambda version: _serve(service, info, version, request, request_id))
-    service.shadow(model, routing_key, decision.version, _shadow(service, info, request, request_id, outputs))
+    service.versions.shadow(model, routing_key, decision.version, _shadow(service, info, request, request_id, outputs))
     return Served(decision.version, decision.routed_by, outputs, cached, decision.requested_version)
 
 
@@ -135,7 +135,7 @@ def cached(service: PredictionService, model: str, version: int | None, request:
         return None
     decision = None
     if version is None:
-        if (decision := service._resolve(Options(model=model, routing_key=routing_key))) is None:
+        if (decision := service.versions.resolve(Options(model=model, routing_key=routing_key))) is None:
             return None
         version = decision.version
     key, wanted = _key(service, info, version, request)
@@ -151,25 +151,25 @@ def cached(service: PredictionService, model: str, version: int | None, request:
     service.metrics.observe_cache(info.name, version, True)
     if decision is None:
         return Served(version, "pinned", outputs, True)
-    service._count_decision(model, decision)
-    service.figures.attempt(model, version, True)
-    service.shadow(model, routing_key, version, _shadow(service, info, request, request_id, outputs))
+    service.versions.count_decision(model, decision)
+    service.versions.figures.attempt(model, version, True)
+    service.versions.shadow(model, routing_key, version, _shadow(service, info, request, request_id, outputs))
     return Served(version, decision.routed_by, outputs, True, decision.requested_version)
 
 
 def _shadow(service: PredictionService, info: ModelInfo, request: InferRequest, request_id: str | None,
             outputs: dict[str, np.ndarray]):
-    """The shadow's work for `service.shadow`: the same request to the shadow
+    """The shadow's work for `Versions.shadow`: the same request to the shadow
     version, each row's answer compared with the one served."""
     async def shadow(version: int) -> None:
         try:
             theirs, _ = await _serve(service, info, version, request, f"{request_id}-shadow" if request_id else None)
         except RouterError:
-            service.shadow_result(info.name, version, None)
+            service.versions.shadow_result(info.name, version, None)
             return
         classifier, min_cosine = bool(info.labels), service.settings.shadow_min_cosine
         for mine, other in zip(rows(outputs, info), rows(theirs, info)):  # one comparison per row, as /predict
-            service.shadow_result(info.name, version, compare_tensors(mine, other, classifier, min_cosine))
+            service.versions.shadow_result(info.name, version, compare_tensors(mine, other, classifier, min_cosine))
     return shadow
 
 

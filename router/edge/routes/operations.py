@@ -51,7 +51,7 @@ LiveFiguresDep = Annotated[LiveFigures, Depends(get_live_figures)]
 
 @router.get("/models", summary="Models, versions, their routing and live rollout")
 async def models(service: ServiceDep, live: LiveFiguresDep):
-    return service.models_view(await live.every(service.catalog.snapshot, service.rollout))
+    return service.models_view(await live.every(service.catalog.snapshot, service.versions.rollout))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=[require("metrics")],

@@ -106,7 +106,7 @@ def test_models_show_the_figures_of_the_live_window_after_predictions(admin, fak
     assert (body["model_version"], body["routed_by"]) == (1, "fallback")
     service, control = admin.app.state.service, admin.app.state.control
     deadline = time.monotonic() + 5
-    while service.shadows.in_flight:
+    while service.versions.shadows.in_flight:
         assert time.monotonic() < deadline, "the shadow calls did not finish"
         time.sleep(0.01)
     admin.portal.call(control.flusher.flush)
