@@ -50,8 +50,9 @@ class TritonBatches:
         The wait for a place in a call and the call together take at most
         TRITON_TIMEOUT_S, as one call alone would (504 after it)."""
         try:
-            return await asyncio.wait_for(self.batcher.submit(key, item, rows), self.settings.triton_timeout_s)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.settings.triton_timeout_s):  # no task of its own, unlike wait_for
+                return await self.batcher.submit(key, item, rows)
+        except TimeoutError:
             self.metrics.triton_errors.labels(key[1], TritonTimeout.code).inc()
             raise TritonTimeout("Triton did not answer in time") from None
         except (BatcherFull, BatcherClosed) as exc:

@@ -123,11 +123,12 @@ class TritonGateway:
 
     async def _call(self, coro, timeout: float | None = None, deadline_set: bool = False):
         """Await a client call, bounded in time, with its errors classified.
-        gRPC calls that carry their own deadline skip the extra wait_for task."""
+        gRPC calls that carry their own deadline need no other."""
         try:
             if deadline_set:
                 return await coro
-            return await asyncio.wait_for(coro, timeout or self.timeout)
+            async with asyncio.timeout(timeout or self.timeout):
+                return await coro
         except Exception as exc:
             raise classify(exc) from exc
 
