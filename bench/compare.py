@@ -11,9 +11,14 @@ the same inputs and the same closed-loop load:
 - `embedder miss`: the same on the sentence encoder, where the work per
   request is real and Triton's dynamic batcher matters (skipped, with a
   note, when `make models` has not built it).
+
+Every miss point also records Triton's side, from its own statistics: the
+requests and rows it received, its executions, and how busy the model was.
 """
 
 from __future__ import annotations
+
+import time
 
 import httpx
 
@@ -33,6 +38,45 @@ def _triton_hits(url: str) -> int:
         return sum(int(s["inference_stats"]["cache_hit"]["count"]) for s in stats)
     finally:
         client.close()
+
+
+def _triton_totals(url: str, model: str, version: str) -> dict:
+    """Triton's own counts for one model version: requests, rows, executions,
+    queue time, and the compute time of its executions (from `batch_stats`,
+    one entry per execution, where `inference_stats` counts a batch's time
+    once per request in it)."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    try:
+        stats = client.get_inference_statistics(model, version)["model_stats"][0]
+    finally:
+        client.close()
+    batches = stats.get("batch_stats", [])
+    return {"requests": int(stats["inference_stats"]["success"]["count"]), "rows": int(stats["inference_count"]),
+            "executions": sum(int(b["compute_infer"]["count"]) for b in batches),
+            "queue_ns": int(stats["inference_stats"]["queue"]["ns"]),
+            "compute_ns": sum(int(b[k]["ns"]) for b in batches
+                              for k in ("compute_input", "compute_infer", "compute_output"))}
+
+
+def triton_side(runner, model: str, version: str, load) -> dict:
+    """`load()` (one point), with what Triton did meanwhile added to its row
+    as `triton`: requests and rows received, executions, rows per execution,
+    queue time per request, compute per row, and the share of the wall time
+    its executions took (one model instance: how busy the model was)."""
+    url = runner.stack.triton.http_url
+    before, started = _triton_totals(url, model, version), time.perf_counter()
+    row = load()
+    wall, after = time.perf_counter() - started, _triton_totals(url, model, version)
+    d = {k: after[k] - before[k] for k in before}
+    if d["executions"] and d["requests"] and d["rows"]:
+        row["triton"] = {"requests": d["requests"], "rows": d["rows"], "executions": d["executions"],
+                         "rows_per_execution": round(d["rows"] / d["executions"], 1),
+                         "queue_ms_per_request": round(d["queue_ns"] / d["requests"] / 1e6, 3),
+                         "compute_us_per_row": round(d["compute_ns"] / d["rows"] / 1e3, 1),
+                         "busy": round(d["compute_ns"] / 1e9 / wall, 2)}
+    return row
 
 
 def _warm(runner) -> None:
@@ -56,10 +100,19 @@ def _warm(runner) -> None:
 
 
 def sentiment(runner) -> None:
+    """Hits, then misses, each point once per round: single points on shared
+    cores vary by tens of percent from minute to minute, and the ratios are
+    taken between medians of rounds that alternated the same way."""
+    _warm(runner)
+    for _ in range(runner.sizes.compare_rounds):
+        _sentiment_hits(runner)
+        _sentiment_misses(runner)
+
+
+def _sentiment_hits(runner) -> None:
     s = runner.sizes
     cache, router = runner.stack.cache_triton, runner.router("grpc")
     version = str(BATCH_VERSION)
-    _warm(runner)
     for conc in s.compare_concurrency:
         procs = s.cache_procs if conc >= 16 else 1
         for variant, target, url in (("triton cache, grpc", "triton", cache.grpc_url),
@@ -73,13 +126,18 @@ def sentiment(runner) -> None:
                     samples=s.hit_samples, procs=procs, cpu=True)
         runner.load("sentiment hit", "router /v2 infer", "oip", router, concurrency=conc,
                     samples=s.hit_samples, procs=procs, cpu=True, model=CACHED_MODEL)
+
+
+def _sentiment_misses(runner) -> None:
+    s, router, version = runner.sizes, runner.router("grpc"), str(BATCH_VERSION)
     for conc in s.compare_concurrency:
-        runner.load("sentiment miss", "direct grpc", "triton", runner.triton_grpc, concurrency=conc, unique=True,
-                    samples=s.compare_samples, cpu=True, model=CACHED_MODEL, model_version=version)
-        runner.load("sentiment miss", "router /predict", "router", router, concurrency=conc, unique=True,
-                    samples=s.compare_samples, cpu=True)
-        runner.load("sentiment miss", "router /v2 infer", "oip", router, concurrency=conc, unique=True,
-                    samples=s.compare_samples, cpu=True, model=CACHED_MODEL)
+        for variant, target, url, extra in (("direct grpc", "triton", runner.triton_grpc,
+                                             {"model": CACHED_MODEL, "model_version": version}),
+                                            ("router /predict", "router", router, {}),
+                                            ("router /v2 infer", "oip", router, {"model": CACHED_MODEL})):
+            triton_side(runner, CACHED_MODEL, version, lambda: runner.load(
+                "sentiment miss", variant, target, url, concurrency=conc, unique=True, samples=s.compare_samples,
+                cpu=True, **extra))
 
 
 def embedder(runner) -> str | None:
@@ -88,10 +146,11 @@ def embedder(runner) -> str | None:
         return f"{EMBEDDER}: not built (run `make models`), its scenario was skipped"
     s = runner.sizes
     for conc in s.embed_concurrency:
-        runner.load("embedder miss", "direct grpc", "triton", runner.triton_grpc, concurrency=conc, unique=True,
-                    samples=s.embed_samples, model=EMBEDDER)
-        runner.load("embedder miss", "router /v2 infer", "oip", runner.router("grpc"), concurrency=conc,
-                    unique=True, samples=s.embed_samples, model=EMBEDDER)
+        for variant, target, url in (("direct grpc", "triton", runner.triton_grpc),
+                                     ("router /v2 infer", "oip", runner.router("grpc"))):
+            triton_side(runner, EMBEDDER, "1", lambda: runner.load(
+                "embedder miss", variant, target, url, concurrency=conc, unique=True, samples=s.embed_samples,
+                model=EMBEDDER))
     return None
 
 

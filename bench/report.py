@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 
@@ -87,10 +88,12 @@ def _measured(mine: dict, base: dict, measure: str) -> tuple[float, str, str]:
     """(value, as shown, from what) of one comparison."""
     if measure == "p50 diff":
         diff = mine["p50_ms"] - base["p50_ms"]
-        return diff, f"{diff:+.2f} ms", f"{mine['p50_ms']:.2f} vs {base['p50_ms']:.2f} ms"
+        rounds = f", medians of {mine['rounds']} rounds" if mine.get("rounds", 1) > 1 else ""
+        return diff, f"{diff:+.2f} ms", f"{mine['p50_ms']:.2f} vs {base['p50_ms']:.2f} ms{rounds}"
     fmt, unit = (".0f", "req/s") if measure == "throughput_rps" else (".2f", "ms")
     value = mine[measure] / base[measure]
-    return value, f"{value:.2f}x", f"{mine[measure]:{fmt}} vs {base[measure]:{fmt}} {unit}"
+    rounds = f", medians of {mine['rounds']} rounds" if mine.get("rounds", 1) > 1 else ""
+    return value, f"{value:.2f}x", f"{mine[measure]:{fmt}} vs {base[measure]:{fmt}} {unit}{rounds}"
 
 
 def against_baselines(rows: list[dict]) -> list[tuple[str, str, bool]]:
@@ -150,9 +153,35 @@ def cpu_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def triton_table(rows: list[dict]) -> list[str]:
+    """Triton's side of each miss point, from its own statistics."""
+    measured = [r for r in rows if "triton" in r]
+    if not measured:
+        return []
+    lines = ["| Triton's side | load | req/s | Triton requests | rows per execution | queue ms per request | "
+             "compute us per row | model busy |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in measured:
+        t = r["triton"]
+        lines.append(f"| {r['scenario']}: {r['variant']} | {_load(r)} | {r['throughput_rps']:.0f} | {t['requests']} | "
+                     f"{t['rows_per_execution']:.1f} | {t['queue_ms_per_request']:.2f} | {t['compute_us_per_row']:.0f} | "
+                     f"{100 * t['busy']:.0f}% |")
+    return lines
+
+
 def _row_at(rows: list[dict], scenario: str, variant: str, conc: int) -> dict | None:
-    return next((r for r in rows if r["scenario"] == scenario and r["variant"] == variant
-                 and r["offered"] == f"c={conc}"), None)
+    """The point's row; a point measured in several rounds, their median row."""
+    return median_row([r for r in rows if r["scenario"] == scenario and r["variant"] == variant
+                       and r["offered"] == f"c={conc}"])
+
+
+def median_row(found: list[dict]) -> dict | None:
+    """One row for a point measured in rounds: each figure the median of its rounds', `rounds` their number."""
+    if len(found) <= 1:
+        return found[0] if found else None
+    out = dict(found[0], rounds=len(found))
+    for key in ("throughput_rps", "p50_ms", "p95_ms", "p99_ms"):
+        out[key] = statistics.median(r[key] for r in found)
+    return out
 
 
 def _median_rps(rows: list[dict], scenario: str, variant: str) -> float | None:
@@ -165,8 +194,11 @@ def markdown(results: dict) -> str:
     fewer = ""
     if "compare_samples" in sizes:
         hits = f", {sizes['hit_samples']} on its cache hits" if "hit_samples" in sizes else ""
+        rounds = sizes.get("compare_rounds", 1)
+        rounds = (f"; the `sentiment` points in {rounds} interleaved rounds, listed in order, whose medians the ratios "
+                  "compare" if rounds > 1 else "")
         fewer = (f" (other counts on the comparison scenarios: {sizes['compare_samples']} on `sentiment`{hits}, "
-                 f"{sizes['embed_samples']} on the embedder, with warm-up in proportion)")
+                 f"{sizes['embed_samples']} on the embedder, with warm-up in proportion{rounds})")
     lines = [f"Run {results['when']} on {m['cores']} cores ({m['cpu']}), Python {m['python']}; "
              f"{sizes['samples']} samples per point after {sizes['warmup']} warm-up{fewer}; "
              f"{results['seconds']:.0f} s in all. `N gens`: N load-generator processes side by side, summed.", "",
@@ -181,6 +213,11 @@ def markdown(results: dict) -> str:
     if cores:
         lines += ["", "CPU seconds per wall second of each process during each comparison point (a core is 1.00; "
                       "this machine has " + str(m["cores"]) + "):", ""] + cores
+    triton = triton_table(results["rows"])
+    if triton:
+        lines += ["", "What Triton did during each miss point (its own statistics: the requests it received, rows per "
+                      "execution, time in its queue, compute per row, and the share of the time the model was "
+                      "executing):", ""] + triton
     measured = ratios(results["rows"])
     if measured:
         lines += ["", "| ratio (same run) | value | from |", "|---|---:|---|"]
@@ -246,8 +283,9 @@ def plots(results: dict, out: Path) -> list[Path]:
               "router /predict": "tab:orange", "router /v2 infer": "tab:red"}
     for scenario, style in (("sentiment hit", "o-"), ("sentiment miss", "s--")):
         for variant, color in colors.items():
-            pts = sorted((int(r["offered"][2:]), r["throughput_rps"], r["p50_ms"]) for r in rows
-                         if r["scenario"] == scenario and r["variant"] == variant)
+            concs = sorted({int(r["offered"][2:]) for r in rows if r["scenario"] == scenario and r["variant"] == variant})
+            medians = [(c, _row_at(rows, scenario, variant, c)) for c in concs]
+            pts = [(c, m["throughput_rps"], m["p50_ms"]) for c, m in medians if m is not None]
             if pts:
                 label = f"{scenario.split()[1]}: {variant}"
                 left.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)

@@ -46,10 +46,11 @@ class Sizes:
     embed_concurrency: tuple[int, ...]
     embed_samples: int
     hit_samples: int  # cache hits (router and Triton's cache): fast, so more of them for a steady figure
+    compare_rounds: int  # the sentiment comparison, interleaved, this many times: its ratios are of medians
 
 
-FULL = Sizes(2000, 200, 32, (0.25, 0.5, 0.75), (1, 8, 32), 200, 3, (1, 16, 64), 1000, 2, (16, 64), 500, 6000)
-SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20, 1, (1, 16), 40, 2, (16,), 40, 40)
+FULL = Sizes(2000, 200, 32, (0.25, 0.5, 0.75), (1, 8, 32), 200, 3, (1, 16, 64), 1000, 2, (16, 64), 500, 6000, 3)
+SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20, 1, (1, 16), 40, 2, (16,), 40, 40, 1)
 
 
 def machine() -> dict:

@@ -17,3 +17,20 @@ def test_a_readme_without_markers_is_left_alone(tmp_path):
     readme.write_text("no markers\n")
     assert not update_readme(readme, "| table |\n")
     assert readme.read_text() == "no markers\n"
+
+
+def _point(variant: str, rps: float, p50: float) -> dict:
+    return {"scenario": "sentiment hit", "variant": variant, "offered": "c=16", "throughput_rps": rps,
+            "p50_ms": p50, "p95_ms": p50, "p99_ms": p50}
+
+
+def test_ratios_compare_the_medians_of_a_points_rounds():
+    from bench.report import ratios
+
+    rows = [_point("router /predict", rps, p50) for rps, p50 in ((900, 2.0), (1200, 1.0), (1000, 9.0))]
+    rows += [_point("triton cache, http json", rps, p50) for rps, p50 in ((1000, 1.0), (500, 2.0), (2000, 4.0))]
+    found = {name: (value, source) for name, value, source in ratios(rows)}
+    assert found["router /predict hit req/s / Triton cache (HTTP/JSON) req/s, c=16"] == (
+        "1.00x", "1000 vs 1000 req/s, medians of 3 rounds")
+    assert found["router /predict hit p50 / Triton cache (HTTP/JSON) hit p50, c=16"] == (
+        "1.00x", "2.00 vs 2.00 ms, medians of 3 rounds")

@@ -36,6 +36,12 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
     for r in results["rows"]:
         if r["scenario"] in ("sentiment hit", "sentiment miss"):
             assert {"router grpc", "tritonserver", "redis", "triton with cache"} <= set(r["server_cpu"]), r
+    # what Triton did during each miss point, from its own statistics
+    for r in results["rows"]:
+        if r["scenario"] in ("sentiment miss", "embedder miss"):
+            t = r["triton"]
+            assert 0 < t["executions"] <= t["requests"] <= t["rows"], r
+            assert t["compute_us_per_row"] > 0 and 0 < t["busy"] <= 1.5, r
     assert results["single_flight"]["ok"] == results["single_flight"]["requests"]
     assert len(targets(results)) >= 8 + 10  # and each of the router's targets against its baselines  # every target is judged (met or not: this run is too small to say)
     assert len(ratios(results["rows"])) >= 9  # the smoke run has c=1 and c=16: every ratio but c=64's
