@@ -153,9 +153,11 @@ class Runner:
             self.load("protocol", f"router via {name}", "router", self.router(name), concurrency=16, unique=True)
         # 7: instrumentation on vs off, on the router-bound path (cache hits) and on misses; the two
         # routers alternate, 3 rounds, and the report compares medians (one pair is noise on 2 cores)
+        # (hits from two generators, as in the comparison: one alone sets the pace of a router hit at 16 clients)
         for _ in range(s.rounds):
             for name, label in (("grpc", "instrumented"), ("bare", "no metrics/logs")):
-                self.load("instrumentation", f"hit, {label}", "router", self.router(name), concurrency=16)
+                self.load("instrumentation", f"hit, {label}", "router", self.router(name), concurrency=16,
+                          procs=s.cache_procs)
                 self.load("instrumentation", f"miss, {label}", "router", self.router(name), concurrency=16,
                           unique=True)
         # the router against Triton's own cache and direct gRPC, and the embedder's misses
