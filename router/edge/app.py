@@ -15,7 +15,7 @@ from router.dataplane.runtime import open_service
 from router.edge import openapi
 from router.edge.auth import KeyRing
 from router.edge.fastpath import FastPath
-from router.edge.lane import HitLane
+from router.edge.lane import Lane
 from router.edge.handlers import register_error_handlers
 from router.edge.middleware import Edge, EdgeMiddleware
 from router.edge.ratelimit import RateLimiter
@@ -77,8 +77,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.edge = Edge(settings.max_body_bytes, app.state.metrics, settings.request_logging,
                           settings.max_in_flight)
     app.add_middleware(EdgeMiddleware, edge=app.state.edge)
-    # answers cache hits inside the HTTP protocol (router/edge/server.py)
-    app.state.lane = HitLane(app, app.state.edge) if settings.fast_path else None
+    # serves the hot routes inside the HTTP protocol (router/edge/server.py): hits at once, misses in a task
+    app.state.lane = Lane(app, app.state.edge) if settings.fast_path else None
     return app
 
 

@@ -15,7 +15,7 @@ from router.dataplane.service import PredictionService
 from router.edge.auth import Principal, presented_key
 from router.errors import JobsUnavailable
 
-COUNTED = "router.rate_counted"  # set on the scope by the hit lane (router/edge/lane.py)
+COUNTED = "router.rate_counted"  # set on the scope by the lane (router/edge/lane.py)
 from router.jobs.store import JobStore
 from router.metrics import Metrics
 from router.settings import Settings
@@ -61,7 +61,7 @@ async def authorize(request: Request, scope: str) -> Principal:
     principal = keyring.authenticate(presented_key(request.headers))
     record.key_name = principal.name
     keyring.authorize(principal, scope)
-    if not request.scope.get(COUNTED):  # the hit lane may have counted it already
+    if not request.scope.get(COUNTED):  # the lane may have counted it already
         client = request.client.host if request.client else "unknown"
         await request.app.state.limiter.hit(principal, client)
     return principal

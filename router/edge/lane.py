@@ -1,21 +1,26 @@
-"""The hit lane: a POST /predict, /models/{model}/predict or Open Inference
+"""The lane: a POST /predict, /models/{model}/predict or Open Inference
 Protocol infer (/v2/models/{model}[/versions/{version}]/infer, JSON or
-binary tensor data, not compressed) whose answer the
-in-process cache tier already holds is answered inside the HTTP protocol's
-own callback, as soon as its body is in: no ASGI task, no FastAPI or
-Starlette layer, no await (when a rate limit applies, one await: the
-limiter's count, in a task of its own). It answers only such successes and
-the rate limit's 429, exactly as the full path does (the same endpoint's
-body and headers, the request id, metrics, access line, rollout figures and
-shadow call). Anything else (a miss, any other error, an upload, a query
-string, the in-flight cap reached) goes down the full path untouched, as if
-the lane were not there; a request the lane already counted against its
-rate limit is marked so, and not counted twice. FAST_PATH=false turns it
-off with the fast path."""
+binary tensor data, not compressed) is served from the HTTP protocol's own
+callback, as soon as its body is in, without an ASGI cycle or FastAPI's and
+Starlette's layers. A hit the in-process cache tier already holds is
+answered in that callback, with no await at all; any other such request
+(a miss, a flight in the air, a model still loading) is handed to the
+dataplane in a task of its own, and its answer or error written when it
+comes. When a rate limit applies, the limiter's count is awaited first, in
+a task. The answers are exactly the full path's (the same endpoint's body
+and headers, the same error bodies, the request id, metrics, access line,
+rollout figures and shadow call). Anything the lane does not parse the way
+the route would (any refusal before the dataplane, an upload, a query
+string, the in-flight cap reached, a larger body) goes down the full path
+untouched, as if the lane were not there; a request the lane already
+counted against its rate limit is marked so, and not counted twice.
+FAST_PATH=false turns it off with the fast path."""
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Awaitable, Callable
 
 import orjson
 from fastapi import FastAPI
@@ -27,14 +32,26 @@ from router.edge import bodies
 from router.edge.auth import Principal, presented_key
 from router.edge.deps import COUNTED  # noqa: F401  (the mark this lane sets)
 from router.edge.handlers import error_response
-from router.edge.middleware import Edge
+from router.edge.middleware import INTERNAL_ERROR, Edge, error_parts
 from router.edge.routes import predictions, v2
-from router.errors import RateLimited
+from router.errors import RateLimited, RouterError, is_protocol_path
+
+log = logging.getLogger("router.edge.middleware")  # the full path's unhandled errors are logged there too
 
 # (the record, for the access line and metrics; status; headers; body)
 Answer = tuple[RequestRecord, int, list[tuple[bytes, bytes]], bytes]
 # what a route's handler found: (body, media type, headers)
 Found = tuple[bytes, str, dict[str, str]]
+
+
+class Pending:
+    """A request the lane serves after awaiting the dataplane: its record, and
+    the work that finds its answer. It counts as in flight until `later` ends."""
+
+    __slots__ = ("record", "work")
+
+    def __init__(self, record: RequestRecord, work: Callable[[], Awaitable[Found]]) -> None:
+        self.record, self.work = record, work
 
 JSON_TYPES = ("application/json", "text/json")
 
@@ -54,7 +71,7 @@ def _is_json(content_type: str | None) -> bool:
     return ctype in JSON_TYPES or ctype.endswith("+json")
 
 
-class HitLane:
+class Lane:
     # Bodies up to this size are held until complete (a text request is far smaller);
     # larger ones start down the full path at once, as they always have.
     MAX_BODY = 64 * 1024
@@ -90,9 +107,10 @@ class HitLane:
         scope["route"], scope["path_params"] = route, found.groupdict()
         return True
 
-    def answer(self, scope, body: bytes, counted: bool = False) -> Answer | Principal | None:
-        """A cached answer; None: the full path serves it; or the Principal
-        whose rate limit `count` must count first (unless already `counted`)."""
+    def answer(self, scope, body: bytes, counted: bool = False) -> Answer | Pending | Principal | None:
+        """A cached answer; the Pending work that finds one; None: the full
+        path serves it; or the Principal whose rate limit `count` must count
+        first (unless already `counted`)."""
         started = time.perf_counter()
         state = self.api.state
         edge = self.edge
@@ -116,12 +134,32 @@ class HitLane:
             record.key_name = principal.name
         finally:
             context.end(token)
-        content, media_type, extra = found
-        return record, 200, [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
-                             (b"content-length", str(len(content)).encode()), (b"content-type", media_type.encode()),
-                             (b"x-request-id", record.request_id.encode())], content
+        if callable(found):
+            edge.in_flight += 1
+            return Pending(record, found)
+        return _ok(record, found)
 
-    def _predict(self, scope, body: bytes, headers: dict[str, str], record: RequestRecord) -> Found | None:
+    async def later(self, scope, pending: Pending) -> Answer:
+        """A Pending request's answer: the dataplane's, or its error as the
+        full path's handlers (and, for anything unforeseen, its middleware)
+        would answer it."""
+        record = pending.record
+        token = context.attach(record)
+        try:
+            return _ok(record, await pending.work())
+        except RouterError as exc:
+            response = error_response(exc, scope["path"])
+            return record, response.status_code, [*response.raw_headers, _id(record)], response.body
+        except Exception:  # a bug, not a domain error: 500 with the id, the details logged
+            log.exception("unhandled error")
+            headers, body = error_parts(*INTERNAL_ERROR, record.request_id, protocol=is_protocol_path(scope["path"]))
+            return record, 500, [*headers, _id(record)], body
+        finally:
+            self.edge.in_flight -= 1
+            context.end(token)
+
+    def _predict(self, scope, body: bytes, headers: dict[str, str],
+                 record: RequestRecord) -> Found | Callable[[], Awaitable[Found]] | None:
         if not _is_json(headers.get("content-type")):
             return None
         settings, rid = self.api.state.settings, record.request_id
@@ -129,21 +167,29 @@ class HitLane:
         if not isinstance(fields, dict):
             return None
         items, opts = bodies.single(headers, settings, rid, fields, None, scope["path_params"].get("model"))
-        prediction = self.api.state.service.cached(items[0], opts, rid)
+        service = self.api.state.service
+        prediction = service.cached(items[0], opts, rid)
         if prediction is None:
-            return None
-        payload, extra = predictions.answer(record, [prediction])
-        return orjson.dumps(payload), "application/json", extra
+            async def predict() -> Found:
+                return _prediction(record, await service.predict(items[0], opts, rid))
+            return predict
+        return _prediction(record, prediction)
 
-    def _infer(self, scope, body: bytes, headers: dict[str, str], record: RequestRecord) -> Found | None:
+    def _infer(self, scope, body: bytes, headers: dict[str, str],
+               record: RequestRecord) -> Found | Callable[[], Awaitable[Found]] | None:
         if headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
             return None
         state, rid, params = self.api.state, record.request_id, scope["path_params"]
         version = tensors.parse_path_version(params.get("version"))
         parsed = v2.parse(body, headers.get(v2.HEADER_LENGTH.lower()), state.settings)
-        served = tensors.cached(state.service, params["model"], version, parsed, headers.get("x-user-id") or rid,
-                                rid, bodies.PARSE_INLINE_BYTES)
-        return None if served is None else v2.answer(record, params["model"], parsed, served)
+        model, key = params["model"], headers.get("x-user-id") or rid
+        served = tensors.cached(state.service, model, version, parsed, key, rid, bodies.PARSE_INLINE_BYTES)
+        if served is None:
+            async def infer() -> Found:
+                return await v2.served_answer(record, model, parsed, await tensors.infer(
+                    state.service, model, version, parsed, key, rid))
+            return infer
+        return v2.answer(record, model, parsed, served)
 
     async def count(self, scope, principal: Principal, proxy) -> Answer | None:
         """Counts the request against its principal's rate limit, from the
@@ -183,3 +229,20 @@ class HitLane:
             self.edge.record(scope, record, status, time.perf_counter() - record.started)
         finally:
             context.end(token)
+
+
+def _id(record: RequestRecord) -> tuple[bytes, bytes]:
+    return b"x-request-id", record.request_id.encode()
+
+
+def _ok(record: RequestRecord, found: Found) -> Answer:
+    """A route's 200, as its Response would be written, with the request id the edge adds."""
+    content, media_type, extra = found
+    return record, 200, [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
+                         (b"content-length", str(len(content)).encode()), (b"content-type", media_type.encode()),
+                         _id(record)], content
+
+
+def _prediction(record: RequestRecord, prediction) -> Found:
+    payload, extra = predictions.answer(record, [prediction])
+    return orjson.dumps(payload), "application/json", extra

@@ -21,7 +21,7 @@ access = AccessLog("router.access")
 
 class Edge:
     """What the edge keeps across requests, shared by the middleware and the
-    protocol's hit lane (router/edge/lane.py): the limits, the count of
+    protocol's lane (router/edge/lane.py): the limits, the count of
     requests in flight, and how an outcome is recorded."""
 
     EXEMPT = frozenset({"/ping", "/health", "/ready", "/v2/health/live", "/v2/health/ready"})
@@ -112,9 +112,7 @@ class EdgeMiddleware:
             if status.get("started"):
                 raise
             status["code"] = 500
-            await self._send_error(send_with_id, 500, "internal_error",
-                                   "internal error; see the router log for this request id", rid,
-                                   protocol=protocol)
+            await self._send_error(send_with_id, 500, *INTERNAL_ERROR, rid, protocol=protocol)
         finally:
             if admitted["yes"]:
                 self.edge.in_flight -= 1
@@ -146,9 +144,17 @@ class EdgeMiddleware:
     @staticmethod
     async def _send_error(send, status: int, code: str, message: str, rid: str,
                           extra: list[tuple[bytes, bytes]] | None = None, protocol: bool = False) -> None:
-        shape = protocol_error(message) if protocol else error_body(code, message, rid)
-        body = json.dumps(shape, separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *(extra or [])]})
+        headers, body = error_parts(code, message, rid, extra, protocol)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+INTERNAL_ERROR = ("internal_error", "internal error; see the router log for this request id")
+
+
+def error_parts(code: str, message: str, rid: str, extra: list[tuple[bytes, bytes]] | None = None,
+                protocol: bool = False) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers (without the request id's) and body of an error the edge answers itself."""
+    shape = protocol_error(message) if protocol else error_body(code, message, rid)
+    body = json.dumps(shape, separators=(",", ":")).encode()
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])], body

@@ -15,6 +15,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from router.context import new_request_id
 from router.edge.auth import Principal
 from router.edge.deps import COUNTED
+from router.edge.lane import Pending
 from router.errors import error_body
 from router.settings import Settings
 
@@ -164,8 +165,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _answer_or_start(self, cycle, answered) -> None:
         if answered is None:
             super()._start_asgi_task(cycle, self.app)
+        elif isinstance(answered, Pending):
+            task = self.loop.create_task(self._answer_later(cycle, answered))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
         else:
             self._write_answer(cycle, *answered)
+
+    async def _answer_later(self, cycle, pending: Pending) -> None:
+        """The lane's answer once the dataplane has it; a client gone meanwhile
+        gets nothing written, and the request is recorded all the same."""
+        answer = await self._lane.later(cycle.scope, pending)
+        if cycle.disconnected or self.transport.is_closing():
+            self._lane.served(cycle.scope, answer[0], answer[1])
+        else:
+            self._write_answer(cycle, *answer)
 
     def _proxy(self):
         """uvicorn's X-Forwarded-For handling, when on, over no app: what it makes of a scope."""
@@ -241,7 +255,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def find_lane(app):
-    """The hit lane of the app under uvicorn's wrappers (None when it has none)."""
+    """The lane of the app under uvicorn's wrappers (None when it has none)."""
     for _ in range(8):
         lane = getattr(getattr(app, "state", None), "lane", None)
         if lane is not None or not hasattr(app, "app"):

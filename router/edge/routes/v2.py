@@ -95,12 +95,17 @@ async def infer(model: str, request: Request, service: ServiceDep, settings: Set
     else:
         parsed = parse(raw, header_length, settings)
     key = request.headers.get("x-user-id") or record.request_id
-    served = await tensors.infer(service, model, version, parsed, key, record.request_id)
-    if sum(a.nbytes for a in served.outputs.values()) > bodies.PARSE_INLINE_BYTES:
-        body, media_type, headers = await asyncio.to_thread(answer, record, model, parsed, served)
-    else:
-        body, media_type, headers = answer(record, model, parsed, served)
+    body, media_type, headers = await served_answer(record, model, parsed, await tensors.infer(
+        service, model, version, parsed, key, record.request_id))
     return Response(body, media_type=media_type, headers=headers)
+
+
+async def served_answer(record: RequestRecord, model: str, parsed: protocol.InferRequest,
+                        served: tensors.Served) -> tuple[bytes, str, dict[str, str]]:
+    """`answer`, encoded off the event loop when the outputs are large."""
+    if sum(a.nbytes for a in served.outputs.values()) > bodies.PARSE_INLINE_BYTES:
+        return await asyncio.to_thread(answer, record, model, parsed, served)
+    return answer(record, model, parsed, served)
 
 
 def answer(record: RequestRecord, model: str, parsed: protocol.InferRequest,

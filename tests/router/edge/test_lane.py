@@ -1,4 +1,4 @@
-"""The hit lane answers inside the HTTP protocol exactly what the full path
+"""The lane answers inside the HTTP protocol exactly what the full path
 answers: a real uvicorn server with the router's protocol, on a free
 loopback port, over a FakeTriton, with FAST_PATH on (lane and fast path)
 and off (neither), sent the same requests in the same order."""
@@ -20,6 +20,8 @@ import uvicorn
 
 from router.edge import server as edge_server
 from router.edge.app import create_app
+from router.edge.lane import Pending
+from router.errors import TritonUnavailable
 from router.settings import Settings
 from tests.router.edge.test_auth import KEYS
 from tests.router.edge.test_fastpath import CASES, READER, TENSOR, comparable
@@ -130,19 +132,21 @@ def test_the_lane_answers_what_the_full_path_answers(rate_limit):
 
 
 def lane_results(app) -> list:
-    """What the app's lane answered, in order (None: it handed the request on)."""
+    """What the app's lane answered, in order: an answer; "later" (after the
+    dataplane); "counting" (a rate limit first); None (it handed the request on)."""
     lane, seen = app.state.lane, []
     real = lane.answer
 
     def answer(*args, **kwargs):
         result = real(*args, **kwargs)
-        seen.append(result if result is None or isinstance(result, tuple) else "counting")
+        seen.append(result if result is None or isinstance(result, tuple) else
+                    "later" if isinstance(result, Pending) else "counting")
         return result
     lane.answer = answer
     return seen
 
 
-def test_hits_are_answered_by_the_lane_and_misses_by_the_app():
+def test_hits_are_answered_in_the_callback_and_misses_after_the_dataplane():
     with served(rate_limit=None) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
         seen = lane_results(app)
         body = {"text": "only once to Triton"}
@@ -151,7 +155,7 @@ def test_hits_are_answered_by_the_lane_and_misses_by_the_app():
         third = client.post("/predict", json=body, headers=READER, params={"top_k": 1})  # a query: not the lane's
         calls = len(app.state.gateway.calls)
     assert [r.headers["x-cache"] for r in (first, second, third)] == ["MISS", "HIT", "HIT"]
-    assert seen[0] is None and seen[1][1] == 200 and len(seen) == 2
+    assert seen[0] == "later" and seen[1][1] == 200 and len(seen) == 2
     assert second.headers["x-request-id"] == "hit-1" and second.json()["request_id"] == "hit-1"
     assert second.json()["source"] == "cache" and calls == 1
 
@@ -172,7 +176,7 @@ def test_open_inference_protocol_hits_are_answered_by_the_lane():
                              content=plain, headers=READER)
         calls = len(app.state.gateway.calls)
     assert [r.headers["x-cache"] for r in (first, second, as_json, pinned)] == ["MISS", "HIT", "HIT", "HIT"]
-    assert seen[0] is None and [s[1] for s in seen[1:]] == [200, 200, 200] and calls == 1
+    assert seen[0] == "later" and [s[1] for s in seen[1:]] == [200, 200, 200] and calls == 1
     assert second.headers["x-request-id"] == "v2-hit" and second.content == first.content
     assert second.headers["inference-header-content-length"] == first.headers["inference-header-content-length"]
     assert as_json.headers["content-type"] == "application/json" and pinned.headers["x-routed-by"] == "pinned"
@@ -184,7 +188,7 @@ def test_a_limited_hit_is_counted_by_the_lane_and_refused_with_the_same_429():
         seen = lane_results(app)
         answers = [client.post("/predict", json={"text": "slow hits"}, headers=SLOW) for _ in range(4)]
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
-    assert seen == ["counting", None, "counting", seen[3], "counting", seen[5], "counting"]  # 2nd pass: counted
+    assert seen == ["counting", "later", "counting", seen[3], "counting", seen[5], "counting"]  # 2nd pass: counted
     assert seen[3][1] == 200 and seen[5][1] == 200
     refused = answers[3]
     assert refused.json()["error"]["code"] == "rate_limited"
@@ -216,13 +220,18 @@ def test_pipelined_and_http10_requests_are_answered_in_order():
         seen = lane_results(app)
         warm = raw_exchange(url, request_bytes(body), 1)
         both = raw_exchange(url, request_bytes(body) + request_bytes(b'{"text": "pipelined too"}'), 2)
+        misses = raw_exchange(url, request_bytes(b'{"text": "slow one"}') + request_bytes(b'{"text": "next one"}'), 2)
         closed = raw_exchange(url, request_bytes(body, version=b"1.0"), 1)
     assert b"x-cache: MISS" in warm
     first, second = both.split(b"HTTP/1.1 200 OK")[1:]
     assert b"x-cache: HIT" in first and b'"input":"pipelined"' in first
     assert b"x-cache: MISS" in second and b'"input":"pipelined too"' in second
+    first, second = misses.split(b"HTTP/1.1 200 OK")[1:]
+    assert b'"input":"slow one"' in first and b'"input":"next one"' in second
     assert b"x-cache: HIT" in closed and b"connection: close" in closed
-    assert [r is not None for r in seen].count(True) == 2  # the two hits; the pipelined miss went to the app
+    # A request that arrives while the one before it waits for the dataplane waits its turn and
+    # goes to the app; one after a hit (already answered) is the lane's.
+    assert [r if isinstance(r, str) else r[1] for r in seen] == ["later", 200, "later", "later", 200]
 
 
 def test_a_body_sent_in_pieces_and_one_over_the_lanes_size_still_get_their_answers():
@@ -243,3 +252,23 @@ def test_a_body_sent_in_pieces_and_one_over_the_lanes_size_still_get_their_answe
     assert b"x-cache: HIT" in reply
     assert [(r.status_code, r.headers["x-cache"]) for r in large] == [(200, "MISS"), (200, "HIT")]
     assert seen == []  # larger than the lane holds: the full path answered both
+
+
+def failing_answers(fast_path: bool, failure) -> list:
+    """Misses while every version of sentiment fails with `failure` (a domain error, or a bug)."""
+    with served(rate_limit=None, fast_path=fast_path) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        for version in (1, 2):
+            app.state.gateway.failures[("sentiment", version)] = failure
+        out = [timeless(client.post("/predict", json={"text": "failing"}, headers=READER)),
+               timeless(client.post("/v2/models/sentiment/infer", json=TENSOR, headers=READER))]
+        metrics = client.get("/metrics", headers={"X-API-Key": "k-ops"}).text.splitlines()
+    return out + [sorted(line for line in metrics if line.startswith("router_requests_total{"))]
+
+
+@pytest.mark.parametrize("failure", [TritonUnavailable("Triton is unreachable"), RuntimeError("a bug")],
+                         ids=["domain error", "bug"])
+def test_a_miss_that_fails_gets_the_full_paths_error(failure):
+    lane, full = failing_answers(True, failure), failing_answers(False, failure)
+    assert lane == full
+    statuses = [status for status, *_ in lane[:2]]
+    assert statuses == ([503, 503] if isinstance(failure, TritonUnavailable) else [500, 500])
