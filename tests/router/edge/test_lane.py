@@ -272,3 +272,43 @@ def test_a_miss_that_fails_gets_the_full_paths_error(failure):
     assert lane == full
     statuses = [status for status, *_ in lane[:2]]
     assert statuses == ([503, 503] if isinstance(failure, TritonUnavailable) else [500, 500])
+
+
+def wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_client_gone_during_a_lane_miss_is_recorded_and_nothing_is_left_behind():
+    with served(rate_limit=None) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        gateway, edge = app.state.gateway, app.state.edge
+        gateway.hold = True
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(request_bytes(b'{"text": "left before the answer"}'))
+            wait_for(lambda: len(gateway.calls) == 1 and edge.in_flight == 1)
+        gateway.hold = False
+        wait_for(lambda: edge.in_flight == 0)
+        again = client.post("/predict", json={"text": "left before the answer"}, headers=READER)
+        metrics = client.get("/metrics", headers={"X-API-Key": "k-ops"}).text
+    # the answer was found and cached although nobody was there to read it; the request was counted
+    assert again.status_code == 200 and again.headers["x-cache"] == "HIT" and len(gateway.calls) == 1
+    assert 'router_requests_total{model="sentiment",route="/predict",status="200",version="' in metrics
+
+
+def test_the_in_flight_cap_counts_lane_misses():
+    with served(rate_limit=None, max_in_flight=1) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        gateway = app.state.gateway
+        gateway.hold = True
+        result: dict = {}
+        waiting = threading.Thread(target=lambda: result.update(first=client.post(
+            "/predict", json={"text": "holding the only slot"}, headers=READER)))
+        waiting.start()
+        wait_for(lambda: len(gateway.calls) == 1)
+        refused = client.post("/predict", json={"text": "one too many"}, headers=READER)
+        gateway.hold = False
+        waiting.join(10)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+    assert refused.headers["retry-after"] == "1" and result["first"].status_code == 200
