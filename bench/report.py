@@ -1,13 +1,11 @@
-"""The markdown table, the targets, and the plots of one benchmark run."""
+"""The markdown table and the targets of one benchmark run, and README's copy of it (the plots: plots.py)."""
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
-
-def _row(rows: list[dict], scenario: str, variant: str) -> dict | None:
-    return next((r for r in rows if r["scenario"] == scenario and r["variant"] == variant), None)
+from bench.plots import plots
+from bench.rows import CACHE_HTTP, ROUTES, load_label, median_rps, row, row_at
 
 
 def targets(results: dict) -> list[tuple[str, str, bool]]:
@@ -17,7 +15,7 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     opens = sorted({r["scenario"] for r in rows if r["scenario"].startswith("open ")},
                    key=lambda s: int(s.split()[1].rstrip("%")))
     for scenario in opens + ["saturation"]:
-        d, m = _row(rows, scenario, "direct triton"), _row(rows, scenario, "router miss")
+        d, m = row(rows, scenario, "direct triton"), row(rows, scenario, "router miss")
         if not (d and m):
             continue
         p50 = m["p50_ms"] - d["p50_ms"]
@@ -26,20 +24,20 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
         out.append((f"router miss p50 overhead <= 1.0 ms and <= 25% ({scenario})",
                     f"{p50:+.2f} ms ({pct:+.0f}%)", p50 <= 1.0 and pct <= 25))
         out.append((f"router miss p99 overhead <= 3 ms ({scenario})", f"{p99:+.2f} ms", p99 <= 3.0))
-    hit, get = _row(rows, "hit", "router hit"), _row(rows, "hit", "redis GET")
+    hit, get = row(rows, "hit", "router hit"), row(rows, "hit", "redis GET")
     if hit and get:
         ratio = hit["p50_ms"] / get["p50_ms"]
         out.append(("cache hit p50 <= 4x a raw Redis GET p50", f"{ratio:.1f}x ({hit['p50_ms']:.2f} vs "
                     f"{get['p50_ms']:.2f} ms)", ratio <= 4))
     for scenario in ("batching", "batching heavy"):
         conc = max((int(r["offered"][2:]) for r in rows if r["scenario"] == scenario), default=0)
-        b, u = _row_at(rows, scenario, "batched", conc), _row_at(rows, scenario, "unbatched", conc)
+        b, u = row_at(rows, scenario, "batched", conc), row_at(rows, scenario, "unbatched", conc)
         if b and u:
             ratio = b["throughput_rps"] / u["throughput_rps"]
             model = "heavy MLP" if scenario.endswith("heavy") else "sentiment v2"
             out.append((f"dynamic batching >= 3x unbatched throughput at c={conc} ({model})", f"{ratio:.2f}x",
                         ratio >= 3))
-    d, m = _row(rows, "saturation", "direct triton"), _row(rows, "saturation", "router miss")
+    d, m = row(rows, "saturation", "direct triton"), row(rows, "saturation", "router miss")
     if d and m:
         ratio = m["throughput_rps"] / d["throughput_rps"]
         out.append(("router throughput >= 0.6x direct Triton at saturation", f"{ratio:.2f}x", ratio >= 0.6))
@@ -48,8 +46,8 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
         out.append((f"{flight['requests']} identical cold requests -> <= 2 Triton executions",
                     f"{flight['triton_inferences']} inference(s)", flight["triton_inferences"] <= 2))
     for kind in ("hit", "miss"):
-        on = _median_rps(rows, "instrumentation", f"{kind}, instrumented")
-        off = _median_rps(rows, "instrumentation", f"{kind}, no metrics/logs")
+        on = median_rps(rows, "instrumentation", f"{kind}, instrumented")
+        off = median_rps(rows, "instrumentation", f"{kind}, no metrics/logs")
         if on and off:
             cost = 100 * (1 - on / off)
             out.append((f"instrumentation costs <= 5% throughput ({kind}, median of rounds)",
@@ -69,18 +67,18 @@ def comparisons(rows: list[dict]) -> list[tuple[str, dict, dict, str, str]]:
 
     for route in ROUTES:
         for conc in (1, 16):
-            add(f"{route} hit p50 / Triton cache (HTTP/JSON) hit p50, c={conc}", _row_at(rows, "sentiment hit", route,
-                conc), _row_at(rows, "sentiment hit", CACHE_HTTP, conc), "p50_ms", "<= 1.0x")
-        add(f"{route} hit req/s / Triton cache (HTTP/JSON) req/s, c=16", _row_at(rows, "sentiment hit", route, 16),
-            _row_at(rows, "sentiment hit", CACHE_HTTP, 16), "throughput_rps", ">= 1.0x")
+            add(f"{route} hit p50 / Triton cache (HTTP/JSON) hit p50, c={conc}", row_at(rows, "sentiment hit", route,
+                conc), row_at(rows, "sentiment hit", CACHE_HTTP, conc), "p50_ms", "<= 1.0x")
+        add(f"{route} hit req/s / Triton cache (HTTP/JSON) req/s, c=16", row_at(rows, "sentiment hit", route, 16),
+            row_at(rows, "sentiment hit", CACHE_HTTP, 16), "throughput_rps", ">= 1.0x")
         for conc in (16, 64):
-            add(f"{route} miss req/s / direct gRPC req/s, c={conc}", _row_at(rows, "sentiment miss", route, conc),
-                _row_at(rows, "sentiment miss", "direct grpc", conc), "throughput_rps", ">= 1.0x")
-        add(f"{route} miss p50 - direct gRPC p50, c=1", _row_at(rows, "sentiment miss", route, 1),
-            _row_at(rows, "sentiment miss", "direct grpc", 1), "p50 diff", "<= 0.3 ms")
+            add(f"{route} miss req/s / direct gRPC req/s, c={conc}", row_at(rows, "sentiment miss", route, conc),
+                row_at(rows, "sentiment miss", "direct grpc", conc), "throughput_rps", ">= 1.0x")
+        add(f"{route} miss p50 - direct gRPC p50, c=1", row_at(rows, "sentiment miss", route, 1),
+            row_at(rows, "sentiment miss", "direct grpc", 1), "p50 diff", "<= 0.3 ms")
     for conc in (16, 64):
-        add(f"{ROUTES[1]} miss req/s / direct gRPC req/s, c={conc} (embedder)", _row_at(rows, "embedder miss",
-            ROUTES[1], conc), _row_at(rows, "embedder miss", "direct grpc", conc), "throughput_rps", "")
+        add(f"{ROUTES[1]} miss req/s / direct gRPC req/s, c={conc} (embedder)", row_at(rows, "embedder miss",
+            ROUTES[1], conc), row_at(rows, "embedder miss", "direct grpc", conc), "throughput_rps", "")
     return out
 
 
@@ -108,24 +106,16 @@ def against_baselines(rows: list[dict]) -> list[tuple[str, str, bool]]:
     return out
 
 
-CACHE_HTTP = "triton cache, http json"
-ROUTES = ("router /predict", "router /v2 infer")
-
-
 def ratios(rows: list[dict]) -> list[tuple[str, str, str]]:
     """(ratio, value, from) of the router against its baselines, from the rows of the same run."""
     return [(name, *_measured(mine, base, measure)[1:]) for name, mine, base, measure, _ in comparisons(rows)]
-
-
-def _load(r: dict) -> str:
-    return r["offered"] + (f", {r['procs']} gens" if r.get("procs", 1) > 1 else "")
 
 
 def _checks(rows: list[dict]) -> list[str]:
     """The hits each hit point really got, and how busy the load generators were on the baselines."""
     hits = [f"{r['variant']} {r['offered']} {r['hits']}/{r['requests']}" for r in rows
             if r["scenario"] == "sentiment hit" and "hits" in r]
-    busy = [f"{r['variant']} {_load(r)} {r['client_cpu']:.2f}" for r in rows
+    busy = [f"{r['variant']} {load_label(r)} {r['client_cpu']:.2f}" for r in rows
             if r["scenario"] in ("sentiment hit", "sentiment miss")]
     out = []
     if hits:
@@ -148,7 +138,7 @@ def cpu_table(rows: list[dict]) -> list[str]:
     for r in measured:
         gens = r.get("clients_cpu", r["client_cpu"])  # every generator's together
         used = [r["server_cpu"].get(label, 0.0) for label in labels]
-        lines.append(f"| {r['scenario']}: {r['variant']} | {_load(r)} | {r['throughput_rps']:.0f} | {gens:.2f} | "
+        lines.append(f"| {r['scenario']}: {r['variant']} | {load_label(r)} | {r['throughput_rps']:.0f} | {gens:.2f} | "
                      + " | ".join(f"{u:.2f}" for u in used) + f" | {gens + sum(used):.2f} |")
     return lines
 
@@ -162,31 +152,10 @@ def triton_table(rows: list[dict]) -> list[str]:
              "compute us per row | model busy |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in measured:
         t = r["triton"]
-        lines.append(f"| {r['scenario']}: {r['variant']} | {_load(r)} | {r['throughput_rps']:.0f} | {t['requests']} | "
+        lines.append(f"| {r['scenario']}: {r['variant']} | {load_label(r)} | {r['throughput_rps']:.0f} | {t['requests']} | "
                      f"{t['rows_per_execution']:.1f} | {t['queue_ms_per_request']:.2f} | {t['compute_us_per_row']:.0f} | "
                      f"{100 * t['busy']:.0f}% |")
     return lines
-
-
-def _row_at(rows: list[dict], scenario: str, variant: str, conc: int) -> dict | None:
-    """The point's row; a point measured in several rounds, their median row."""
-    return median_row([r for r in rows if r["scenario"] == scenario and r["variant"] == variant
-                       and r["offered"] == f"c={conc}"])
-
-
-def median_row(found: list[dict]) -> dict | None:
-    """One row for a point measured in rounds: each figure the median of its rounds', `rounds` their number."""
-    if len(found) <= 1:
-        return found[0] if found else None
-    out = dict(found[0], rounds=len(found))
-    for key in ("throughput_rps", "p50_ms", "p95_ms", "p99_ms"):
-        out[key] = statistics.median(r[key] for r in found)
-    return out
-
-
-def _median_rps(rows: list[dict], scenario: str, variant: str) -> float | None:
-    values = sorted(r["throughput_rps"] for r in rows if r["scenario"] == scenario and r["variant"] == variant)
-    return values[len(values) // 2] if values else None
 
 
 def markdown(results: dict) -> str:
@@ -205,7 +174,7 @@ def markdown(results: dict) -> str:
              "| scenario | variant | load | samples | errors | req/s | p50 ms | p95 ms | p99 ms |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        lines.append(f"| {r['scenario']} | {r['variant']} | {_load(r)} | {r['samples']} | {r['errors']} | "
+        lines.append(f"| {r['scenario']} | {r['variant']} | {load_label(r)} | {r['samples']} | {r['errors']} | "
                      f"{r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")
     for paragraph in _checks(results["rows"]) + [f"Note: {note}." for note in results.get("notes", [])]:
         lines += ["", paragraph]
@@ -229,81 +198,6 @@ def markdown(results: dict) -> str:
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in targets(results)]
     return "\n".join(lines) + "\n"
-
-
-def plots(results: dict, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = results["rows"]
-    made = []
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for variant, color in (("direct triton", "tab:blue"), ("router miss", "tab:orange"), ("router hit", "tab:green")):
-        pts = sorted((float(r["offered"].rstrip("/s")), r["p50_ms"], r["p99_ms"]) for r in rows
-                     if r["scenario"].startswith("open ") and r["variant"] == variant)
-        if pts:
-            xs = [p[0] for p in pts]
-            ax.plot(xs, [p[1] for p in pts], "o-", color=color, label=f"{variant} p50")
-            ax.plot(xs, [p[2] for p in pts], "s--", color=color, alpha=0.6, label=f"{variant} p99")
-    ax.set_xlabel("offered load (requests/s, open loop)")
-    ax.set_ylabel("latency (ms)")
-    ax.set_yscale("log")
-    ax.set_title("Latency vs offered load")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    made.append(out / "latency.png")
-    fig.savefig(made[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for scenario, model, style in (("batching", "sentiment v2", "-"), ("batching heavy", "heavy MLP", "--")):
-        for variant, color in (("batched", "tab:blue"), ("unbatched", "tab:red")):
-            pts = sorted((int(r["offered"][2:]), r["throughput_rps"]) for r in rows
-                         if r["scenario"] == scenario and r["variant"] == variant)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o" + style, color=color,
-                        label=f"{model}, batching {'on' if variant == 'batched' else 'off'}")
-    ax.set_xlabel("concurrent clients (closed loop)")
-    ax.set_ylabel("throughput (inferences/s)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_title("Triton dynamic batching")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    made.append(out / "batching.png")
-    fig.savefig(made[-1], dpi=110)
-    plt.close(fig)
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = {"triton cache, grpc": "tab:blue", CACHE_HTTP: "tab:cyan", "direct grpc": "tab:blue",
-              "router /predict": "tab:orange", "router /v2 infer": "tab:red"}
-    for scenario, style in (("sentiment hit", "o-"), ("sentiment miss", "s--")):
-        for variant, color in colors.items():
-            concs = sorted({int(r["offered"][2:]) for r in rows if r["scenario"] == scenario and r["variant"] == variant})
-            medians = [(c, _row_at(rows, scenario, variant, c)) for c in concs]
-            pts = [(c, m["throughput_rps"], m["p50_ms"]) for c, m in medians if m is not None]
-            if pts:
-                label = f"{scenario.split()[1]}: {variant}"
-                left.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
-                right.plot([p[0] for p in pts], [p[2] for p in pts], style, color=color, label=label)
-    for ax, ylabel in ((left, "throughput (requests/s)"), (right, "p50 latency (ms)")):
-        ax.set_xlabel("concurrent clients (closed loop)")
-        ax.set_ylabel(ylabel)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-    left.set_title("sentiment: the router against Triton's cache and direct gRPC")
-    left.title.set_fontsize(9)
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    made.append(out / "comparison.png")
-    fig.savefig(made[-1], dpi=110)
-    plt.close(fig)
-    return made
 
 
 BEGIN, END = "<!-- bench:latest begin -->", "<!-- bench:latest end -->"
