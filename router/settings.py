@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=0.1, gt=0)
     redis_backoff_max_s: float = Field(default=5.0, gt=0)
+    redis_in_flight: int = Field(default=1, ge=1, le=64,
+                                 description="cache round trips to Redis at once; lookups and stores meanwhile wait "
+                                             "and go together in the next one")
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     cache_ttl_jitter: float = Field(default=0.1, ge=0.0, le=0.5)
     cache_namespace: str = "pred"

@@ -32,7 +32,8 @@ async def open_service(settings: Settings, metrics: Metrics,
     local = LRUCache(settings.cache_lru_size, int(settings.cache_lru_max_mb * (1 << 20)))
     if settings.redis_url:
         remote = RedisCache(settings.redis_url, settings.redis_timeout_s, settings.redis_backoff_max_s,
-                            on_error=lambda op: metrics.redis_errors.labels(op).inc())
+                            on_error=lambda op: metrics.redis_errors.labels(op).inc(),
+                            in_flight=settings.redis_in_flight)
         cache = TieredCache(local, remote, on_hit=metrics.observe_tier_hit)
     else:
         cache = local

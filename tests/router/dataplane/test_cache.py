@@ -122,3 +122,70 @@ def test_an_unsealed_or_foreign_value_is_a_miss(jobs_redis, db):
             await cache.close()
 
     assert asyncio.run(scenario()) == [None]
+
+
+class GatedCache(RedisCache):
+    """Holds its first round trip until `gate` is set, and notes what each carried."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.trips: list[tuple[int, int]] = []
+
+    async def _send(self, keys, stores):
+        self.trips.append((len(keys), len(stores)))
+        if len(self.trips) == 1:
+            await self.gate.wait()
+        return await super()._send(keys, stores)
+
+
+def test_what_arrives_while_a_round_trip_is_out_goes_together_in_the_next(jobs_redis, db):
+    db.set("pred:old", b"x")
+
+    async def scenario():
+        cache = GatedCache(jobs_redis.url, 1.0, 1.0, in_flight=1)
+        try:
+            first = asyncio.gather(*(cache.get(f"pred:a{n}") for n in range(3)))
+            await asyncio.sleep(0)  # out: the first round trip, with these three lookups
+            later = []
+            for n in range(4):  # four more turns, each a store and a lookup
+                later.append(asyncio.ensure_future(cache.set(f"pred:b{n}", b"v", 60)))
+                later.append(asyncio.ensure_future(cache.get(f"pred:b{n}")))
+                await asyncio.sleep(0)
+            assert cache.trips == [(3, 0)]  # nothing else went while the first was out
+            cache.gate.set()
+            found = await first
+            rest = await asyncio.gather(*later)
+        finally:
+            await cache.close()
+        return cache.trips, found, rest
+
+    trips, found, rest = asyncio.run(scenario())
+    assert trips == [(3, 0), (4, 4)]  # one pipeline: an MGET of four keys and four SETs
+    assert found == [None, None, None]
+    assert rest[1::2] == [None] * 4  # looked up in the same pipeline as, and before, their own SETs
+    assert [db.get(f"pred:b{n}") is not None for n in range(4)] == [True] * 4
+
+
+def test_a_refused_store_loses_no_lookup_of_the_same_round_trip(jobs_redis, db):
+    from router.dataplane.shared_cache import seal
+
+    db.set("pred:there", seal(b"value", time.time() + 60))
+    errors: list[str] = []
+    db.config_set("maxmemory-policy", "noeviction")
+    db.config_set("maxmemory", 1)  # every write refused (OOM), reads still answered
+    try:
+        async def scenario():
+            cache = RedisCache(jobs_redis.url, 1.0, 1.0, on_error=errors.append)
+            try:
+                return await asyncio.gather(cache.get("pred:there"), cache.set("pred:new", b"v", 60),
+                                            cache.get("pred:none"))
+            finally:
+                await cache.close()
+
+        found = asyncio.run(scenario())
+    finally:
+        db.config_set("maxmemory", 0)
+    assert found == [b"value", None, None]
+    assert errors == ["set"]
+    assert db.get("pred:new") is None
