@@ -47,10 +47,11 @@ class Sizes:
     embed_samples: int
     hit_samples: int  # cache hits (router and Triton's cache): fast, so more of them for a steady figure
     compare_rounds: int  # the sentiment comparison, interleaved, this many times: its ratios are of medians
+    instrumentation_calls: int  # hits recorded in-process to measure the instrumentation's cost
 
 
-FULL = Sizes(2000, 200, 32, (0.25, 0.5, 0.75), (1, 8, 32), 200, 3, (1, 16, 64), 1000, 2, (16, 64), 500, 6000, 3)
-SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20, 1, (1, 16), 40, 2, (16,), 40, 40, 1)
+FULL = Sizes(2000, 200, 32, (0.25, 0.5, 0.75), (1, 8, 32), 200, 3, (1, 16, 64), 1000, 2, (16, 64), 500, 6000, 3, 50_000)
+SMOKE = Sizes(40, 5, 8, (0.5,), (1, 8), 20, 1, (1, 16), 40, 2, (16,), 40, 40, 1, 500)
 
 
 def machine() -> dict:
@@ -164,7 +165,18 @@ class Runner:
         notes = compare.run(self)
         # 5: single-flight
         flight = asyncio.run(self.identical_cold(s.identical))
-        return {"rows": self.rows, "single_flight": flight, "notes": notes}
+        return {"rows": self.rows, "single_flight": flight, "notes": notes,
+                "instrumentation": self.instrumentation(s.instrumentation_calls)}
+
+    @staticmethod
+    def instrumentation(calls: int) -> dict:
+        """The in-process cost of a hit's metrics and access line (bench/instrumentation.py)."""
+        out = subprocess.run([sys.executable, "-m", "bench.instrumentation", str(calls)], capture_output=True,
+                             text=True, timeout=600, check=True).stdout
+        result = json.loads(out)
+        print(f"  instrumentation  {result['instrumentation_us']:.2f} us per hit in-process "
+              f"(metrics {result['metrics_us']:.2f}, access line {result['log_us']:.2f})", flush=True)
+        return result
 
     def cached_key(self) -> str:
         import redis

@@ -3,13 +3,75 @@ low-cardinality: model, version, route, status; never a request or user id."""
 
 from __future__ import annotations
 
-import threading
+from bisect import bisect_left
 from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 STATUSES = ("idle", "progressing", "paused", "promoted", "rolled_back")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LE = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+
+
+class RequestTallies(Collector):
+    """The metrics every request moves (requests and their latency, cache
+    lookups, hits per tier), counted as plain numbers in dicts by the event
+    loop's thread and turned into metric families only when scraped: an
+    update is a dict lookup and an addition, without the lock and the label
+    handling of prometheus_client's own metrics (a third of their cost).
+    Same names, labels and buckets as those would have; no `_created`."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, int], int] = {}
+        self.latency: dict[tuple[str, str, str], list] = {}  # a count per bucket (+Inf last), then the sum
+        self.cache: dict[tuple[str, str, bool], int] = {}
+        self.tiers: dict[str, int] = {"local": 0, "redis": 0}
+
+    def request(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
+        key = (route, model, version, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        slots = self.latency.get(key[:3])
+        if slots is None:
+            slots = self.latency[key[:3]] = [0] * len(_LE) + [0.0]
+        slots[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        slots[-1] += seconds
+
+    def lookup(self, model: str, version: str, hit: bool) -> None:
+        key = (model, version, hit)
+        self.cache[key] = self.cache.get(key, 0) + 1
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        return self._families(fill=True)
+
+    def _families(self, fill: bool = False) -> list:
+        requests = CounterMetricFamily("router_requests", "Requests served, by outcome",
+                                       labels=["route", "model", "version", "status"])
+        latency = HistogramMetricFamily("router_request_duration_seconds", "Request latency",
+                                        labels=["route", "model", "version"])
+        hits = CounterMetricFamily("cache_hits", "Predictions answered from the cache", labels=["model", "version"])
+        misses = CounterMetricFamily("cache_miss", "Predictions not in the cache", labels=["model", "version"])
+        tiers = CounterMetricFamily("cache_tier", "Cache hits by tier: local (in-process) or redis", labels=["tier"])
+        tiers.name = "cache_tier_hits"  # its samples: cache_tier_hits_total
+        if fill:  # copies first (each made whole, under the GIL): the loop goes on counting meanwhile
+            for (route, model, version, status), n in list(self.requests.items()):
+                requests.add_metric([route, model, version, str(status)], n)
+            for labels, slots in list(self.latency.items()):
+                slots, total, cumulative = list(slots), 0, []
+                for le, n in zip(_LE, slots):
+                    total += n
+                    cumulative.append((le, total))
+                latency.add_metric(list(labels), cumulative, slots[-1])
+            for (model, version, hit), n in list(self.cache.items()):
+                (hits if hit else misses).add_metric([model, version], n)
+            for tier, n in list(self.tiers.items()):
+                tiers.add_metric([tier], n)
+        return [requests, latency, hits, misses, tiers]
 
 
 class Metrics:
@@ -17,17 +79,8 @@ class Metrics:
         self.enabled = enabled
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("router_requests_total", "Requests served, by outcome",
-                                ["route", "model", "version", "status"], registry=r)
-        self.latency = Histogram("router_request_duration_seconds", "Request latency",
-                                 ["route", "model", "version"], buckets=LATENCY_BUCKETS, registry=r)
-        self.cache_hits = Counter("cache_hits_total", "Predictions answered from the cache",
-                                  ["model", "version"], registry=r)
-        self.cache_misses = Counter("cache_miss_total", "Predictions not in the cache",
-                                    ["model", "version"], registry=r)
-        self.cache_tier_hits = Counter("cache_tier_hits_total", "Cache hits by tier: local (in-process) or redis",
-                                       ["tier"], registry=r)
-        self._tier_hits = {tier: self.cache_tier_hits.labels(tier) for tier in ("local", "redis")}
+        self.tallies = RequestTallies()
+        r.register(self.tallies)
         self.loaded_versions = Gauge("loaded_model_versions", "Versions Triton reports READY",
                                      ["model"], registry=r)
         self.canary = Counter("canary_assignments_total", "Requests assigned to a canary version",
@@ -70,10 +123,8 @@ class Metrics:
                                           ["model"], registry=r)
         self.batch_rows = Histogram("router_batch_rows", "Rows per Triton request the router sent for misses",
                                     ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
-        self._request_children: dict[tuple, tuple] = {}
-        self._cache_children: dict[tuple, object] = {}
-        # plain tallies for /stats
-        self._lock = threading.Lock()
+        # plain tallies for /stats (kept with metrics off too); like the tallies above, counted by the
+        # event loop's thread alone
         self._total = 0
         self._latency_sum = 0.0
         self._hits = 0
@@ -82,29 +133,18 @@ class Metrics:
 
     def observe_request(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
         if model:  # /stats counts predictions, not probes and scrapes
-            with self._lock:
-                self._total += 1
-                self._latency_sum += seconds
-                if version:
-                    self._per_version[f"{model}:v{version}"] += 1
+            self._total += 1
+            self._latency_sum += seconds
+            if version:
+                self._per_version[f"{model}:v{version}"] += 1
         if self.enabled:
-            children = self._request_children.get((route, model, version, status))
-            if children is None:  # labels() validates and locks on every call: once per label set
-                children = self._request_children[(route, model, version, status)] = (
-                    self.requests.labels(route, model, version, str(status)), self.latency.labels(route, model, version))
-            children[0].inc()
-            children[1].observe(seconds)
+            self.tallies.request(route, model, version, status, seconds)
 
     def observe_cache(self, model: str, version: int, hit: bool) -> None:
-        with self._lock:
-            self._lookups += 1
-            self._hits += int(hit)
+        self._lookups += 1
+        self._hits += hit
         if self.enabled:
-            child = self._cache_children.get((model, version, hit))
-            if child is None:
-                child = self._cache_children[(model, version, hit)] = (
-                    self.cache_hits if hit else self.cache_misses).labels(model, str(version))
-            child.inc()
+            self.tallies.lookup(model, str(version), hit)
 
     def observe_batch(self, key: tuple, items: int, rows: int) -> None:
         if self.enabled:
@@ -112,7 +152,7 @@ class Metrics:
 
     def observe_tier_hit(self, tier: str) -> None:
         if self.enabled:
-            self._tier_hits[tier].inc()
+            self.tallies.tiers[tier] += 1
 
     def observe_shadow(self, model: str, version: int, agree: bool | None) -> None:
         if not self.enabled:
@@ -132,13 +172,12 @@ class Metrics:
             self.rollout_status.labels(state.model, status).set(int(state.status == status))
 
     def stats(self) -> dict:
-        with self._lock:
-            return {
-                "total_requests": self._total,
-                "cache_hit_rate": round(self._hits / self._lookups, 4) if self._lookups else 0.0,
-                "avg_latency_ms": round(1000 * self._latency_sum / self._total, 3) if self._total else 0.0,
-                "requests_by_version": dict(sorted(self._per_version.items())),
-            }
+        return {
+            "total_requests": self._total,
+            "cache_hit_rate": round(self._hits / self._lookups, 4) if self._lookups else 0.0,
+            "avg_latency_ms": round(1000 * self._latency_sum / self._total, 3) if self._total else 0.0,
+            "requests_by_version": dict(sorted(self._per_version.items())),
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

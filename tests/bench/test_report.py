@@ -34,3 +34,15 @@ def test_ratios_compare_the_medians_of_a_points_rounds():
         "1.00x", "1000 vs 1000 req/s, medians of 3 rounds")
     assert found["router /predict hit p50 / Triton cache (HTTP/JSON) hit p50, c=16"] == (
         "1.00x", "2.00 vs 2.00 ms, medians of 3 rounds")
+
+
+def test_the_instrumentation_share_is_its_cost_over_the_routers_cpu_per_hit():
+    from bench.report import instrumentation_share, targets
+
+    rows = [dict(_point("router /predict", rps, 1.0), server_cpu={"router grpc": cores})
+            for rps, cores in ((10_000, 0.5), (8_000, 0.8), (9_000, 0.9))]  # 50, 100 and 100 us per hit
+    results = {"rows": rows, "instrumentation": {"instrumentation_us": 4.0}}
+    assert instrumentation_share(results) == (4.0, 4.0, 100.0)
+    assert ("instrumentation costs <= 5% of a hit (in-process cost / the router's CPU per hit, c=16)",
+            "4.0% (4.00 of 100 us)", True) in targets(results)
+    assert instrumentation_share({"rows": rows}) is None

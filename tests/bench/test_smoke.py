@@ -43,6 +43,11 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
             assert 0 < t["executions"] <= t["requests"] <= t["rows"], r
             assert t["compute_us_per_row"] > 0 and 0 < t["busy"] <= 1.5, r
     assert results["single_flight"]["ok"] == results["single_flight"]["requests"]
+    # the instrumentation's in-process cost, and its share of a hit
+    cost = results["instrumentation"]
+    assert cost["us_per_hit"]["both"] > cost["us_per_hit"]["none"] > 0 and cost["metrics_us"] > 0 < cost["log_us"]
+    assert any(t.startswith("instrumentation costs <= 5% of a hit") for t, _, _ in targets(results))
+    assert "Instrumentation, in-process" in (tmp_path / "latest.md").read_text()
     assert len(targets(results)) >= 8 + 10  # and each of the router's targets against its baselines  # every target is judged (met or not: this run is too small to say)
     assert len(ratios(results["rows"])) >= 9  # the smoke run has c=1 and c=16: every ratio but c=64's
     table = (tmp_path / "latest.md").read_text()

@@ -22,7 +22,7 @@ def configured():
     saved, level = root.handlers[:], root.level
     logs.configure_logging("INFO", True)
     handler = root.handlers[0]
-    handler.stream = io.StringIO()
+    handler.stream = io.BytesIO()
     try:
         yield handler
     finally:
@@ -31,7 +31,7 @@ def configured():
 
 
 def lines(handler) -> list[dict]:
-    out = [json.loads(line) for line in handler.stream.getvalue().splitlines()]
+    out = [json.loads(line) for line in handler.stream.getvalue().decode().splitlines()]
     handler.stream.seek(0)
     handler.stream.truncate()
     return out
