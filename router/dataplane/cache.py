@@ -9,7 +9,7 @@ import hashlib
 import random
 import time
 from collections import OrderedDict
-from typing import Callable, Protocol
+from typing import Any, Callable, Hashable, Protocol
 
 
 def cache_key(namespace: str, model: str, version: int, tensor: bytes, shape: tuple[int, ...],
@@ -53,7 +53,8 @@ class Cache(Protocol):
 
 class LRUCache:
     """In-process, bounded by entries and bytes, each entry with its absolute
-    expiry (wall-clock seconds, as the Redis entries carry)."""
+    expiry (wall-clock seconds, as the Redis entries carry). A value's size
+    is its length unless `put` is told another (a value that is not bytes)."""
 
     backend = "memory"
 
@@ -62,36 +63,34 @@ class LRUCache:
         self.max_bytes = max_bytes
         self.clock = clock
         self.bytes = 0
-        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._data: OrderedDict[Hashable, tuple[float, Any, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._data)
 
-    def lookup(self, key: str) -> bytes | None:
+    def lookup(self, key: Hashable) -> Any:
         item = self._data.get(key)
         if item is None:
             return None
-        expires, value = item
-        if expires <= self.clock():
+        if item[0] <= self.clock():
             self._drop(key)
             return None
         self._data.move_to_end(key)
-        return value
+        return item[1]
 
-    def put(self, key: str, value: bytes, expires: float) -> None:
-        if self.max_entries <= 0 or len(value) > self.max_bytes:
+    def put(self, key: Hashable, value: Any, expires: float, size: int | None = None) -> None:
+        size = len(value) if size is None else size
+        if self.max_entries <= 0 or size > self.max_bytes:
             return
         if key in self._data:
             self._drop(key)
-        self._data[key] = (expires, value)
-        self.bytes += len(value)
+        self._data[key] = (expires, value, size)
+        self.bytes += size
         while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
-            old, (_, dropped) = self._data.popitem(last=False)
-            self.bytes -= len(dropped)
+            self.bytes -= self._data.popitem(last=False)[1][2]
 
-    def _drop(self, key: str) -> None:
-        _, value = self._data.pop(key)
-        self.bytes -= len(value)
+    def _drop(self, key: Hashable) -> None:
+        self.bytes -= self._data.pop(key)[2]
 
     def peek(self, key: str) -> bytes | None:
         return self.lookup(key)

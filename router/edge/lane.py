@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from router import context
 from router.context import REQUEST_ID_HEADER, RequestRecord, accept_request_id
 from router.dataplane import tensors
+from router.dataplane.cache import LRUCache
 from router.edge import bodies
 from router.edge.auth import Principal, presented_key
 from router.edge.deps import COUNTED  # noqa: F401  (the mark this lane sets)
@@ -75,6 +76,7 @@ class Lane:
     # Bodies up to this size are held until complete (a text request is far smaller);
     # larger ones start down the full path at once, as they always have.
     MAX_BODY = 64 * 1024
+    MEMO_ENTRIES = 4096
 
     def __init__(self, api: FastAPI, edge: Edge) -> None:
         self.api = api
@@ -84,6 +86,8 @@ class Lane:
                          v2.infer: self._infer}
         self.routes = [(route.path_regex, route) for route in (*predictions.router.routes, *v2.router.routes)
                        if getattr(route, "endpoint", None) in self.handlers and "POST" in route.methods]
+        # /v2 bodies already parsed (the bytes themselves the key: no two bodies share an entry)
+        self.parsed = LRUCache(self.MEMO_ENTRIES, int(api.state.settings.v2_parse_memo_mb * (1 << 20)))
 
     def takes(self, scope) -> bool:
         """Whether a request may wait for its body to be answered here, from
@@ -181,7 +185,7 @@ class Lane:
             return None
         state, rid, params = self.api.state, record.request_id, scope["path_params"]
         version = tensors.parse_path_version(params.get("version"))
-        parsed = v2.parse(body, headers.get(v2.HEADER_LENGTH.lower()), state.settings)
+        parsed = self._parse(body, headers.get(v2.HEADER_LENGTH.lower()))
         model, key = params["model"], headers.get("x-user-id") or rid
         served = tensors.cached(state.service, model, version, parsed, key, rid, bodies.PARSE_INLINE_BYTES)
         if served is None:
@@ -190,6 +194,20 @@ class Lane:
                     state.service, model, version, parsed, key, rid))
             return infer
         return v2.answer(record, model, parsed, served)
+
+    def _parse(self, body: bytes, header_length: str | None):
+        """`v2.parse`, once per distinct body: a body seen before gets the request
+        parsed then, its arrays read-only, so that what one request was given no
+        other can change. A body that does not parse raises, as it did, and is
+        not kept."""
+        key = (body, header_length)
+        parsed = self.parsed.lookup(key)
+        if parsed is None:
+            parsed = v2.parse(body, header_length, self.api.state.settings)
+            for tensor in parsed.inputs:
+                tensor.array.flags.writeable = False
+            self.parsed.put(key, parsed, float("inf"), len(body) + sum(t.array.nbytes for t in parsed.inputs))
+        return parsed
 
     async def count(self, scope, principal: Principal, proxy) -> Answer | None:
         """Counts the request against its principal's rate limit, from the

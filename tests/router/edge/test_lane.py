@@ -312,3 +312,25 @@ def test_the_in_flight_cap_counts_lane_misses():
         waiting.join(10)
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
     assert refused.headers["retry-after"] == "1" and result["first"].status_code == 200
+
+
+def test_a_v2_body_seen_before_is_not_parsed_again_and_its_tensors_cannot_change():
+    body, extra = encode([tensor("text", text_row("parsed once"), "UINT8")],
+                         [httpclient.InferRequestedOutput("probabilities", binary_data=False)])
+    headers = {**READER, **extra}
+    with served() as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        memo = app.state.lane.parsed
+        first = client.post("/v2/models/sentiment/infer", content=body, headers=headers)
+        [(key, (_, parsed, _))] = memo._data.items()
+        second = client.post("/v2/models/sentiment/infer", content=body, headers=headers)
+        assert len(memo) == 1 and memo._data[key][1] is parsed  # the same parse served both
+        assert [t.array.flags.writeable for t in parsed.inputs] == [False]
+        bad = client.post("/v2/models/sentiment/infer", content=b'{"inputs": [', headers=READER)
+        assert len(memo) == 1  # a body that does not parse is refused as before, and not kept
+    assert first.status_code == second.status_code == 200 and bad.status_code == 400
+    assert first.json()["outputs"] == second.json()["outputs"]
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    with served(v2_parse_memo_mb=0) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+        for _ in range(2):
+            assert client.post("/v2/models/sentiment/infer", content=body, headers=headers).status_code == 200
+        assert len(app.state.lane.parsed) == 0
