@@ -143,8 +143,9 @@ class PredictionService:
         info = await self._model_for(opts)
         tensors = await self.inputs.screen(info, items)
         images = [i for i, tensor in enumerate(tensors) if tensor is None]
-        for i, tensor in zip(images, await self.inputs.decode_images(info, [items[i] for i in images])):
-            tensors[i] = tensor
+        if images:
+            for i, tensor in zip(images, await self.inputs.decode_images(info, [items[i] for i in images])):
+                tensors[i] = tensor
         return info, tensors, min(opts.top_k, len(info.labels) or opts.top_k)  # type: ignore[return-value]
 
     async def _model_for(self, opts: Options) -> ModelInfo:

@@ -61,3 +61,18 @@ def test_the_access_log_line_carries_the_record(app_client, caplog):
         (200, "sentiment", 2, "default", "MISS"), (200, "sentiment", 2, "default", "HIT"),
         (404, None, None, None, None)]
     assert [r.path for r in lines] == ["/predict", "/predict", "/nowhere"]
+
+
+def test_the_garbage_collector_is_tuned_at_start_up(app_client):
+    import gc
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *saved[1:])
+        with app_client(gc_gen0_threshold=12_345):
+            assert gc.get_threshold() == (12_345, *saved[1:])
+        gc.set_threshold(700, *saved[1:])
+        with app_client(gc_gen0_threshold=0):
+            assert gc.get_threshold() == (700, *saved[1:])  # left as it was
+    finally:
+        gc.set_threshold(*saved)
