@@ -89,7 +89,17 @@ class RedisCache:
             self._running += 1
             task = self._next = asyncio.get_running_loop().create_task(self._round_trip())
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if self._next is task:  # cancelled before it ran (shutdown): what it would have taken, answered
+            self._next, self._running = None, self._running - 1
+            lookups, self._lookups, self._stores = self._lookups, [], []
+            stored, self._stored = self._stored, None
+            if stored is not None and not stored.done():
+                stored.set_result(None)
+            self._answer(lookups, None)
 
     async def fetch(self, keys: list[str]) -> list[tuple[bytes, float] | None]:
         """Each key's (value, expiry), or None; in one MGET with every other
@@ -107,24 +117,28 @@ class RedisCache:
         stores, self._stores, stored = self._stores, [], self._stored
         self._stored = None
         keys = [k for ks, _ in lookups for k in ks]
+        values, failures = None, []
         try:
             values, failures = await self._send(keys, stores)
         except Exception as exc:  # redis-py raises several families; all mean "no cache now"
-            values, failures = None, [(op, exc) for op, queued in (("get", keys), ("set", stores)) if queued]
-        finally:
+            failures = [(op, exc) for op, queued in (("get", keys), ("set", stores)) if queued]
+        finally:  # cancelled too (shutdown): every lookup answered, a miss when there is no value
             self._running -= 1
             if stored is not None and not stored.done():
                 stored.set_result(None)
+            self._answer(lookups, values)
             if self._lookups or self._stores:
                 self._kick()
         for op, exc in failures:
             self._failed(op, exc)
         if not failures:
             self._succeeded()
+
+    def _answer(self, lookups: list[tuple[list[str], asyncio.Future]], values: list | None) -> None:
         now, i = self.clock(), 0
         for ks, future in lookups:
             found = []
-            for raw in (values or [None] * len(keys))[i:i + len(ks)]:
+            for raw in (values[i:i + len(ks)] if values is not None else [None] * len(ks)):
                 entry = unseal(raw)
                 found.append(entry if entry is not None and entry[1] > now else None)
             i += len(ks)

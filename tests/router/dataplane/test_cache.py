@@ -3,6 +3,7 @@ import random
 import time
 
 import numpy as np
+import pytest
 
 from router.dataplane.cache import LRUCache, cache_key, jittered_ttl
 from router.dataplane.shared_cache import RedisCache, TieredCache, unseal
@@ -189,3 +190,28 @@ def test_a_refused_store_loses_no_lookup_of_the_same_round_trip(jobs_redis, db):
     assert found == [b"value", None, None]
     assert errors == ["set"]
     assert db.get("pred:new") is None
+
+
+@pytest.mark.parametrize("started", [True, False], ids=["out", "not yet started"])
+def test_a_round_trip_cancelled_answers_its_lookups_as_misses(jobs_redis, db, started):
+    from router.dataplane.shared_cache import seal
+
+    db.set("pred:there", seal(b"value", time.time() + 60))
+
+    async def scenario():
+        cache = GatedCache(jobs_redis.url, 1.0, 1.0)
+        try:
+            lookup = asyncio.ensure_future(cache.get("pred:there"))
+            await asyncio.sleep(0)  # the lookup queued, its round trip made
+            if started:
+                await asyncio.sleep(0)  # and out, held at the gate
+            [trip] = cache._tasks
+            trip.cancel()  # as at shutdown
+            found = await asyncio.wait_for(lookup, 2)
+            cache.gate.set()
+            again = await asyncio.wait_for(cache.get("pred:there"), 2)  # and the next round trip goes
+        finally:
+            await cache.close()
+        return found, again
+
+    assert asyncio.run(scenario()) == (None, b"value")
