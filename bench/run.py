@@ -171,8 +171,8 @@ class Runner:
     @staticmethod
     def instrumentation(calls: int) -> dict:
         """The in-process cost of a hit's metrics and access line (bench/instrumentation.py)."""
-        out = subprocess.run([sys.executable, "-m", "bench.instrumentation", str(calls)], capture_output=True,
-                             text=True, timeout=600, check=True).stdout
+        out = subprocess.run([sys.executable, "-m", "bench.instrumentation", str(calls)], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, timeout=600, check=True).stdout
         result = json.loads(out)
         print(f"  instrumentation  {result['instrumentation_us']:.2f} us per hit in-process "
               f"(metrics {result['metrics_us']:.2f}, access line {result['log_us']:.2f})", flush=True)

@@ -23,18 +23,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-_second: list = [None, ""]  # the last whole second formatted, and its text
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text: replaced whole
 
 
 def _second_text(second: int) -> str:
-    _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    return _second[1]
+    """The second's text, made once per second (read whole, once: other threads log too)."""
+    global _second
+    known = _second
+    if known[0] != second:
+        known = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return known[1]
 
 
 def timestamp(created: float, msecs: float) -> str:
-    """ISO 8601 in UTC with milliseconds; the second's text is made once per second."""
-    second = int(created)
-    return f"{_second[1] if _second[0] == second else _second_text(second)}.{int(msecs):03d}Z"
+    """ISO 8601 in UTC with milliseconds."""
+    return f"{_second_text(int(created))}.{int(msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -133,7 +136,7 @@ class AccessLog:
         now = time.time()
         second = int(now)
         handler.write_line(orjson.dumps(
-            {"ts": f"{_second[1] if _second[0] == second else _second_text(second)}.{int((now - second) * 1000):03d}Z",
+            {"ts": f"{_second_text(second)}.{int((now - second) * 1000):03d}Z",
              "level": "info", "logger": self.logger.name, "message": message, "request_id": current_request_id(),
              **fields}, default=str, option=orjson.OPT_APPEND_NEWLINE))
 

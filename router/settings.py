@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=64)
     max_image_aspect: float = Field(default=64.0, ge=1.0, description="longer side / shorter side, at most")
     preprocess_workers: int = Field(default=2, ge=1, le=64, description="threads that decode images off the event loop")
-    gc_gen0_threshold: int = Field(default=10_000, ge=0,
+    gc_gen0_threshold: int = Field(default=10_000, ge=0, le=1_000_000,
                                    description="allocations between the garbage collector's young passes, set at "
                                                "start-up (Python's own: 700; 0 leaves it as it is)")
     max_batch_items: int = Field(default=64, ge=1)

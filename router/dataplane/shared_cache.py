@@ -68,6 +68,7 @@ class RedisCache:
         self._stores: list[tuple[str, bytes, int]] = []
         self._stored: asyncio.Future | None = None
         self._running = 0  # round trips started and not finished
+        self._refusing = False  # Redis answered the last stores with an error
         self._next: asyncio.Task | None = None  # the round trip that will take what is queued now
         self._tasks: set[asyncio.Task] = set()
 
@@ -82,6 +83,16 @@ class RedisCache:
     def _succeeded(self) -> None:
         self._breaker.succeeded()
 
+    def _refused(self, exc: Exception) -> None:
+        """Redis answered a store with an error (say, out of memory): counted, and
+        logged once until a store succeeds again; lookups go on (the breaker is for
+        a Redis that does not answer)."""
+        self._on_error("set")
+        if not self._refusing:
+            self._refusing = True
+            log.warning("redis cache refused a store (%s); serving without storing until it takes one again",
+                        exc)
+
     def _kick(self) -> None:
         """A round trip for what is queued, unless one will take it already or every slot is busy
         (the last one to finish starts the next)."""
@@ -91,15 +102,27 @@ class RedisCache:
             self._tasks.add(task)
             task.add_done_callback(self._finished)
 
+    def _take(self) -> tuple[list[tuple[list[str], asyncio.Future]], list[tuple[str, bytes, int]],
+                             asyncio.Future | None]:
+        """What is queued, for one round trip (lookups whose callers went away left out)."""
+        lookups = [(keys, future) for keys, future in self._lookups if not future.done()]
+        taken = lookups, self._stores, self._stored
+        self._lookups, self._stores, self._stored = [], [], None
+        return taken
+
+    def _done(self, lookups, stored: asyncio.Future | None, values: list | None) -> None:
+        """A round trip over (or never made): its slot free, its stores settled, its lookups answered."""
+        self._running -= 1
+        if stored is not None and not stored.done():
+            stored.set_result(None)
+        self._answer(lookups, values)
+
     def _finished(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if self._next is task:  # cancelled before it ran (shutdown): what it would have taken, answered
-            self._next, self._running = None, self._running - 1
-            lookups, self._lookups, self._stores = self._lookups, [], []
-            stored, self._stored = self._stored, None
-            if stored is not None and not stored.done():
-                stored.set_result(None)
-            self._answer(lookups, None)
+            self._next = None
+            lookups, _, stored = self._take()
+            self._done(lookups, stored, None)
 
     async def fetch(self, keys: list[str]) -> list[tuple[bytes, float] | None]:
         """Each key's (value, expiry), or None; in one MGET with every other
@@ -113,26 +136,35 @@ class RedisCache:
 
     async def _round_trip(self) -> None:
         self._next = None
-        lookups, self._lookups = self._lookups, []
-        stores, self._stores, stored = self._stores, [], self._stored
-        self._stored = None
+        lookups, stores, stored = self._take()
+        if not self.available:  # the breaker opened while these waited: no Redis for them
+            self._done(lookups, stored, None)
+            self._again()
+            return
         keys = [k for ks, _ in lookups for k in ks]
-        values, failures = None, []
         try:
-            values, failures = await self._send(keys, stores)
+            values, get_error, set_error = await self._send(keys, stores)
+        except asyncio.CancelledError:  # shutdown: answered as misses, and nothing more is sent
+            self._done(lookups, stored, None)
+            raise
         except Exception as exc:  # redis-py raises several families; all mean "no cache now"
-            failures = [(op, exc) for op, queued in (("get", keys), ("set", stores)) if queued]
-        finally:  # cancelled too (shutdown): every lookup answered, a miss when there is no value
-            self._running -= 1
-            if stored is not None and not stored.done():
-                stored.set_result(None)
-            self._answer(lookups, values)
-            if self._lookups or self._stores:
-                self._kick()
-        for op, exc in failures:
-            self._failed(op, exc)
-        if not failures:
-            self._succeeded()
+            self._failed("get" if keys else "set", exc)
+            self._done(lookups, stored, None)
+        else:
+            if get_error is not None:
+                self._failed("get", get_error)
+            else:
+                self._succeeded()
+            if set_error is not None:
+                self._refused(set_error)
+            elif stores:
+                self._refusing = False
+            self._done(lookups, stored, values)
+        self._again()
+
+    def _again(self) -> None:
+        if self._lookups or self._stores:
+            self._kick()
 
     def _answer(self, lookups: list[tuple[list[str], asyncio.Future]], values: list | None) -> None:
         now, i = self.clock(), 0
@@ -145,31 +177,29 @@ class RedisCache:
             if not future.done():
                 future.set_result(found)
 
-    async def _send(self, keys: list[str], stores: list[tuple[str, bytes, int]]) -> tuple[list | None, list]:
-        """One round trip: the values of `keys` (None when the MGET failed), and
-        (op, error) for each part Redis refused (say, a SET when out of memory)."""
+    async def _send(self, keys: list[str], stores: list[tuple[str, bytes, int]]
+                    ) -> tuple[list | None, Exception | None, Exception | None]:
+        """One round trip: the values of `keys` (None when Redis answered the MGET
+        with an error), that error, and the first error Redis answered a store with."""
         if not stores:
             if not keys:
-                return [], []
-            return (list(await self._client.mget(keys)) if len(keys) > 1 else [await self._client.get(keys[0])]), []
+                return [], None, None
+            return (list(await self._client.mget(keys)) if len(keys) > 1 else [await self._client.get(keys[0])],
+                    None, None)
         async with self._client.pipeline(transaction=False) as pipe:
             if keys:
                 pipe.mget(keys)
             for key, sealed, ttl in stores:
                 pipe.set(key, sealed, ex=ttl)
             replies = await pipe.execute(raise_on_error=False)
-        failures = []
-        values = None
+        values, get_error = None, None
         if keys:
             got, replies = replies[0], replies[1:]
             if isinstance(got, Exception):
-                failures.append(("get", got))
+                get_error = got
             else:
                 values = list(got)
-        refused = next((r for r in replies if isinstance(r, Exception)), None)
-        if refused is not None:
-            failures.append(("set", refused))
-        return values, failures
+        return values, get_error, next((r for r in replies if isinstance(r, Exception)), None)
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         return [None if e is None else e[0] for e in await self.fetch(keys)]

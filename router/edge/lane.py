@@ -199,14 +199,17 @@ class Lane:
         """`v2.parse`, once per distinct body: a body seen before gets the request
         parsed then, its arrays read-only, so that what one request was given no
         other can change. A body that does not parse raises, as it did, and is
-        not kept."""
+        not kept; nor is one whose parse could outweigh it."""
         key = (body, header_length)
         parsed = self.parsed.lookup(key)
         if parsed is None:
             parsed = v2.parse(body, header_length, self.api.state.settings)
-            for tensor in parsed.inputs:
-                tensor.array.flags.writeable = False
-            self.parsed.put(key, parsed, float("inf"), len(body) + sum(t.array.nbytes for t in parsed.inputs))
+            # Kept when its size is the body and its arrays: not with request parameters, nor BYTES
+            # elements (objects each, many times their bytes), which a body can make large.
+            if not parsed.parameters and all(t.array.dtype != object for t in parsed.inputs):
+                for tensor in parsed.inputs:
+                    tensor.array.flags.writeable = False
+                self.parsed.put(key, parsed, float("inf"), len(body) + sum(t.array.nbytes for t in parsed.inputs))
         return parsed
 
     async def count(self, scope, principal: Principal, proxy) -> Answer | None:

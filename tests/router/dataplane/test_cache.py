@@ -179,17 +179,19 @@ def test_a_refused_store_loses_no_lookup_of_the_same_round_trip(jobs_redis, db):
         async def scenario():
             cache = RedisCache(jobs_redis.url, 1.0, 1.0, on_error=errors.append)
             try:
-                return await asyncio.gather(cache.get("pred:there"), cache.set("pred:new", b"v", 60),
-                                            cache.get("pred:none"))
+                found = await asyncio.gather(cache.get("pred:there"), cache.set("pred:new", b"v", 60),
+                                             cache.get("pred:none"))
+                return found, cache.available, await cache.get("pred:there")
             finally:
                 await cache.close()
 
-        found = asyncio.run(scenario())
+        found, available, after = asyncio.run(scenario())
     finally:
         db.config_set("maxmemory", 0)
     assert found == [b"value", None, None]
     assert errors == ["set"]
     assert db.get("pred:new") is None
+    assert available and after == b"value"  # a full Redis still answers lookups: no back-off for a refusal
 
 
 @pytest.mark.parametrize("started", [True, False], ids=["out", "not yet started"])
@@ -215,3 +217,37 @@ def test_a_round_trip_cancelled_answers_its_lookups_as_misses(jobs_redis, db, st
         return found, again
 
     assert asyncio.run(scenario()) == (None, b"value")
+
+
+class FailingCache(GatedCache):
+    """Its first round trip, once let go, fails as a Redis that does not answer would."""
+
+    async def _send(self, keys, stores):
+        self.trips.append((len(keys), len(stores)))
+        if len(self.trips) == 1:
+            await self.gate.wait()
+            raise ConnectionError("no answer")
+        return await RedisCache._send(self, keys, stores)
+
+
+def test_what_waited_behind_a_failed_round_trip_is_a_miss_at_once(jobs_redis, db):
+    errors: list[str] = []
+
+    async def scenario():
+        cache = FailingCache(jobs_redis.url, 1.0, 1.0, on_error=errors.append)
+        try:
+            first = asyncio.ensure_future(cache.get("pred:a"))
+            await asyncio.sleep(0)
+            waiting = [asyncio.ensure_future(cache.get("pred:b")), asyncio.ensure_future(cache.set("pred:c", b"v", 60))]
+            await asyncio.sleep(0)
+            cache.gate.set()
+            found = await asyncio.wait_for(asyncio.gather(first, *waiting), 2)
+        finally:
+            await cache.close()
+        return found, cache.trips, cache.available
+
+    found, trips, available = asyncio.run(scenario())
+    assert found == [None, None, None]
+    assert trips == [(1, 0)]  # the breaker opened: what waited behind went nowhere
+    assert errors == ["get"] and not available  # one failure counted, once
+    assert db.get("pred:c") is None

@@ -327,6 +327,12 @@ def test_a_v2_body_seen_before_is_not_parsed_again_and_its_tensors_cannot_change
         assert [t.array.flags.writeable for t in parsed.inputs] == [False]
         bad = client.post("/v2/models/sentiment/infer", content=b'{"inputs": [', headers=READER)
         assert len(memo) == 1  # a body that does not parse is refused as before, and not kept
+        # nor one whose parse could outweigh its body: request parameters, BYTES elements
+        with_parameters = client.post("/v2/models/sentiment/infer", json={**TENSOR, "parameters": {"p": [[]] * 50}},
+                                      headers=READER)
+        strings = client.post("/v2/models/sentiment/infer", headers=READER, json={
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 4], "data": ["a", "b", "c", "d"]}]})
+        assert (with_parameters.status_code, strings.status_code, len(memo)) == (200, 400, 1)
     assert first.status_code == second.status_code == 200 and bad.status_code == 400
     assert first.json()["outputs"] == second.json()["outputs"]
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
