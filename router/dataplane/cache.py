@@ -5,6 +5,7 @@ Redis, and as the first tier in front of it (router/dataplane/shared_cache.py)."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import time
@@ -19,9 +20,15 @@ def cache_key(namespace: str, model: str, version: int, tensor: bytes, shape: tu
     The input part hashes the exact tensor sent to Triton (dtype, shape and
     bytes), so two requests that reach the model identically share an entry,
     and the output part hashes what was asked of the model (e.g. top_k)."""
-    inp = hashlib.sha256(f"{dtype}{shape}".encode() + b"\0" + tensor).hexdigest()
-    out = hashlib.sha256(output_request.encode()).hexdigest()[:16]
-    return f"{namespace}:{model}:v{version}:{inp}:{out}"
+    digest = hashlib.sha256(f"{dtype}{shape}".encode() + b"\0")
+    digest.update(tensor)
+    return f"{namespace}:{model}:v{version}:{digest.hexdigest()}:{output_part(output_request)}"
+
+
+@functools.lru_cache(maxsize=1024)
+def output_part(output_request: str) -> str:
+    """The output request's part of a key: a few distinct values (top_k, the outputs asked for), each hashed once."""
+    return hashlib.sha256(output_request.encode()).hexdigest()[:16]
 
 
 _DTYPE_NAMES: dict = {}

@@ -7,6 +7,7 @@ Triton's own answer stands."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ import numpy as np
 import orjson
 
 from router.dataplane.batching import TritonBatches
-from router.dataplane.cache import jittered_ttl
+from router.dataplane.cache import jittered_ttl, output_part
 from router.dataplane.catalog import ModelInfo, TensorSpec
 from router.dataplane.protocol import DTYPES, InferRequest, Tensor, datatype_of, deserialize_bytes, raw_bytes
 from router.dataplane.service import PredictionService
@@ -46,8 +47,13 @@ def tensor_cache_key(namespace: str, model: str, version: int, inputs: tuple[Ten
         raw = raw_bytes(tensor.array)
         digest.update(json.dumps([tensor.name, tensor.datatype, list(tensor.array.shape), len(raw)]).encode())
         digest.update(raw)
-    out = hashlib.sha256(("oip:" + json.dumps(sorted(outputs))).encode()).hexdigest()[:16]
-    return f"{namespace}:{model}:v{version}:{digest.hexdigest()}:{out}"
+    return f"{namespace}:{model}:v{version}:{digest.hexdigest()}:{_outputs_part(tuple(sorted(outputs)))}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _outputs_part(outputs: tuple[tuple[str, int], ...]) -> str:
+    """The output request's part of a key, hashed once per distinct request of outputs."""
+    return output_part("oip:" + json.dumps([list(o) for o in outputs]))
 
 
 def parse_path_version(version: str | None) -> int | None:

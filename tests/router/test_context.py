@@ -25,3 +25,20 @@ def test_the_record_is_current_until_ended():
     finally:
         context.end(token)
     assert context.current() is None
+
+
+def test_request_ids_are_random_hex_drawn_in_blocks_and_never_shared_with_a_fork():
+    import os
+    import re
+
+    from router.context import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]  # several 4 KiB blocks of the kernel's randomness
+    assert len(set(ids)) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child draws from a fresh block, not from what the parent has left
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 64).decode() != new_request_id()
