@@ -217,6 +217,11 @@ def markdown(results: dict) -> str:
         lines += ["", f"Instrumentation, in-process ({measured['calls']} hits recorded as the router records them, "
                       f"best of 3): {measured['instrumentation_us']:.2f} us per hit, of which metrics "
                       f"{measured['metrics_us']:.2f} us and the access line {measured['log_us']:.2f} us."]
+    own = results.get("inprocess")
+    if own:
+        lines += ["", f"The router's own CPU per cache hit, in-process ({own['hits']} hits fed to its HTTP protocol "
+                      f"from memory, best of 3; its Python work without the sockets and wake-ups): "
+                      f"{own['predict_us']:.1f} us `/predict`, {own['v2_us']:.1f} us `/v2` infer."]
     flight = results.get("single_flight")
     if flight:
         lines += ["", f"Single-flight: {flight['requests']} identical cold requests ({flight['ok']} answered 200) -> "

@@ -166,7 +166,18 @@ class Runner:
         # 5: single-flight
         flight = asyncio.run(self.identical_cold(s.identical))
         return {"rows": self.rows, "single_flight": flight, "notes": notes,
-                "instrumentation": self.instrumentation(s.instrumentation_calls)}
+                "instrumentation": self.instrumentation(s.instrumentation_calls),
+                "inprocess": self.inprocess(s.instrumentation_calls // 2)}
+
+    def inprocess(self, hits: int) -> dict:
+        """The router's own CPU per hit, fed from memory (bench/inprocess.py)."""
+        out = subprocess.run([sys.executable, "-m", "bench.inprocess", self.triton_grpc, str(hits)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=600,
+                             check=True).stdout
+        result = json.loads(out)
+        print(f"  in-process     a hit costs the router {result['predict_us']:.1f} us (/predict), "
+              f"{result['v2_us']:.1f} us (/v2 infer) of CPU", flush=True)
+        return result
 
     @staticmethod
     def instrumentation(calls: int) -> dict:

@@ -49,6 +49,10 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
     judged = any(t.startswith("instrumentation costs <= 5% of a hit") for t, _, _ in targets(results))
     assert judged == (instrumentation_share(results) is not None)  # none when 40 hits took no CPU tick
     assert "Instrumentation, in-process" in (tmp_path / "latest.md").read_text()
+    # the router's own CPU per hit, fed from memory, on both routes
+    own = results["inprocess"]
+    assert own["hits"] == 250 and own["predict_us"] > 0 and own["v2_us"] > 0
+    assert "The router's own CPU per cache hit, in-process" in (tmp_path / "latest.md").read_text()
     assert len(targets(results)) >= 8 + 10  # and each of the router's targets against its baselines  # every target is judged (met or not: this run is too small to say)
     assert len(ratios(results["rows"])) >= 9  # the smoke run has c=1 and c=16: every ratio but c=64's
     table = (tmp_path / "latest.md").read_text()
