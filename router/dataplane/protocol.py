@@ -12,12 +12,12 @@ are each a 4-byte little-endian length and the bytes."""
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from router.errors import BadRequest
 
@@ -51,6 +51,8 @@ class InferRequest:
     id: str | None = None
     binary_output: bool = False
     parameters: dict = field(default_factory=dict)
+    # what is worked out from the request alone, once (a parse the lane keeps serves many requests)
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -266,7 +268,7 @@ def encode_response(model: str, version: int, request: InferRequest,
     body = {"model_name": model, "model_version": str(version), "outputs": entries}
     if request.id is not None:
         body = {"id": request.id, **body}
-    header = json.dumps(body, separators=(",", ":")).encode()
+    header = orjson.dumps(body)  # NaN and Infinity, which JSON has not, as null
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)

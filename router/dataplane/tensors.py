@@ -181,9 +181,15 @@ def _shadow(service: PredictionService, info: ModelInfo, request: InferRequest, 
 
 def _key(service: PredictionService, info: ModelInfo, version: int,
          request: InferRequest) -> tuple[str, list[tuple[str, int]]]:
-    """The request's cache key, and the outputs it asks for as (name, classification count)."""
-    wanted = [(o.name, o.class_count) for o in request.outputs]
-    return tensor_cache_key(service.settings.cache_namespace, info.name, version, request.inputs, wanted), wanted
+    """The request's cache key, and the outputs it asks for as (name, classification count);
+    worked out once per request, model and version."""
+    memo = (service.settings.cache_namespace, info.name, version)
+    found = request.derived.get(memo)
+    if found is None:
+        wanted = [(o.name, o.class_count) for o in request.outputs]
+        found = request.derived[memo] = (
+            tensor_cache_key(service.settings.cache_namespace, info.name, version, request.inputs, wanted), wanted)
+    return found
 
 
 def _complete(outputs: dict[str, np.ndarray] | None, wanted: list[tuple[str, int]]) -> dict[str, np.ndarray] | None:
