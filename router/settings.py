@@ -167,9 +167,9 @@ class Settings(BaseSettings):
     # The Open Inference Protocol's /v2 routes: beyond these, 400 before Triton is asked.
     v2_max_inputs: int = Field(default=16, ge=1, description="inputs, and requested outputs, of one /v2 request")
     v2_max_elements: int = Field(default=1 << 20, ge=1, description="elements of one /v2 input tensor")
-    v2_parse_memo_mb: float = Field(default=8.0, ge=0,
-                                    description="megabytes of /v2 infer bodies kept with their parsed tensors, so "
-                                                "that a body seen before is not parsed again (0: none)")
+    parse_memo_mb: float = Field(default=8.0, ge=0,
+                                 description="megabytes of /predict and /v2 infer bodies kept with what was parsed "
+                                             "from them, so that a body seen before is not parsed again (0: none)")
 
     # The edge. Header and body read timeouts and the header size limit are
     # enforced by the HTTP server (router/edge/server.py); the in-flight cap

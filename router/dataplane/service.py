@@ -105,12 +105,16 @@ class PredictionService:
         info = self.catalog.snapshot.infos.get(opts.model)
         if info is None or info.input_kind != "text_utf8" or (decision := self.versions.resolve(opts)) is None:
             return None
-        try:
-            tensor = self.inputs.tensor(info, item)
-        except RouterError:
-            return None
         top_k = min(opts.top_k, len(info.labels) or opts.top_k)
-        key = self._keys(info, decision.version, [tensor], top_k)[0]
+        derived = item.derived.get((info.name, decision.version, top_k))
+        if derived is None or derived[0] is not info:  # worked out once per model (as now described) and version
+            try:
+                tensor = self.inputs.tensor(info, item)
+            except RouterError:
+                return None
+            derived = item.derived[(info.name, decision.version, top_k)] = (
+                info, tensor, self._keys(info, decision.version, [tensor], top_k)[0])
+        _, tensor, key = derived
         flight = self.flights.pending(key)
         if flight is not None:  # a finished flight holds the stored answer, as in _serve; an open one is awaited there
             if not flight.done() or flight.exception() is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Scores = list[tuple[str, float]]  # (label, probability), best first
 
@@ -13,6 +13,8 @@ class Item:
 
     text: str | None = None
     image: bytes | None = None
+    # what is worked out from the item alone, once (an item the lane keeps serves many requests)
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

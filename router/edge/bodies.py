@@ -110,9 +110,16 @@ def item(text: str | None, image_b64: str | None, upload: bytes | None = None) -
 def single(headers: Mapping[str, str], settings: Settings, request_id: str, fields: dict, upload: bytes | None,
            path_model: str | None = None) -> tuple[list[Item], Options]:
     body = parse(PredictBody, fields)
-    opts = options(headers, settings, request_id, path_model or body.model, body.model_version, body.top_k)
-    text = body.text if body.text is not None else body.input
-    return [item(text, body.image_b64, upload)], opts
+    return [body_item(body, upload)], body_options(headers, settings, request_id, body, path_model)
+
+
+def body_item(body: PredictBody, upload: bytes | None = None) -> Item:
+    return item(body.text if body.text is not None else body.input, body.image_b64, upload)
+
+
+def body_options(headers: Mapping[str, str], settings: Settings, request_id: str, body: PredictBody,
+                 path_model: str | None = None) -> Options:
+    return options(headers, settings, request_id, path_model or body.model, body.model_version, body.top_k)
 
 
 def batch(headers: Mapping[str, str], settings: Settings, request_id: str, fields: dict) -> tuple[list[Item], Options]:

@@ -35,6 +35,7 @@ from router.edge.deps import COUNTED  # noqa: F401  (the mark this lane sets)
 from router.edge.handlers import error_response
 from router.edge.middleware import INTERNAL_ERROR, Edge, error_parts
 from router.edge.routes import predictions, v2
+from router.edge.schemas import PredictBody, parse
 from router.errors import RateLimited, RouterError, is_protocol_path
 
 log = logging.getLogger("router.edge.middleware")  # the full path's unhandled errors are logged there too
@@ -86,8 +87,8 @@ class Lane:
                          v2.infer: self._infer}
         self.routes = [(route.path_regex, route) for route in (*predictions.router.routes, *v2.router.routes)
                        if getattr(route, "endpoint", None) in self.handlers and "POST" in route.methods]
-        # /v2 bodies already parsed (the bytes themselves the key: no two bodies share an entry)
-        self.parsed = LRUCache(self.MEMO_ENTRIES, int(api.state.settings.v2_parse_memo_mb * (1 << 20)))
+        # /predict and /v2 bodies already parsed (the bytes themselves the key: no two bodies share an entry)
+        self.parsed = LRUCache(self.MEMO_ENTRIES, int(api.state.settings.parse_memo_mb * (1 << 20)))
 
     def takes(self, scope) -> bool:
         """Whether a request may wait for its body to be answered here, from
@@ -167,17 +168,35 @@ class Lane:
         if not _is_json(headers.get("content-type")):
             return None
         settings, rid = self.api.state.settings, record.request_id
-        fields = bodies.parse_json(body, settings.max_json_depth)
-        if not isinstance(fields, dict):
+        parsed = self._parse_predict(body)
+        if parsed is None:
             return None
-        items, opts = bodies.single(headers, settings, rid, fields, None, scope["path_params"].get("model"))
+        predict_body, item = parsed
+        opts = bodies.body_options(headers, settings, rid, predict_body, scope["path_params"].get("model"))
         service = self.api.state.service
-        prediction = service.cached(items[0], opts, rid)
+        prediction = service.cached(item, opts, rid)
         if prediction is None:
             async def predict() -> Found:
-                return _prediction(record, await service.predict(items[0], opts, rid))
+                return _prediction(record, await service.predict(item, opts, rid))
             return predict
         return _prediction(record, prediction)
+
+    def _parse_predict(self, body: bytes) -> tuple | None:
+        """A /predict body's fields and item, once per distinct text body (the
+        item keeps its tensor and cache keys for the next request with that
+        body); None when it is not a JSON object. A body the route would refuse
+        raises, as it did, and is not kept; nor is an image."""
+        key = ("predict", body)
+        parsed = self.parsed.lookup(key)
+        if parsed is None:
+            fields = bodies.parse_json(body, self.api.state.settings.max_json_depth)
+            if not isinstance(fields, dict):
+                return None
+            predict_body = parse(PredictBody, fields)
+            parsed = predict_body, bodies.body_item(predict_body)
+            if parsed[1].image is None:
+                self.parsed.put(key, parsed, float("inf"), 2 * len(body) + 4096)
+        return parsed
 
     def _infer(self, scope, body: bytes, headers: dict[str, str],
                record: RequestRecord) -> Found | Callable[[], Awaitable[Found]] | None:
@@ -185,7 +204,7 @@ class Lane:
             return None
         state, rid, params = self.api.state, record.request_id, scope["path_params"]
         version = tensors.parse_path_version(params.get("version"))
-        parsed = self._parse(body, headers.get(v2.HEADER_LENGTH.lower()))
+        parsed = self._parse_v2(body, headers.get(v2.HEADER_LENGTH.lower()))
         model, key = params["model"], headers.get("x-user-id") or rid
         served = tensors.cached(state.service, model, version, parsed, key, rid, bodies.PARSE_INLINE_BYTES)
         if served is None:
@@ -195,7 +214,7 @@ class Lane:
             return infer
         return v2.answer(record, model, parsed, served)
 
-    def _parse(self, body: bytes, header_length: str | None):
+    def _parse_v2(self, body: bytes, header_length: str | None):
         """`v2.parse`, once per distinct body: a body seen before gets the request
         parsed then, its arrays read-only, so that what one request was given no
         other can change. A body that does not parse raises, as it did, and is

@@ -336,7 +336,31 @@ def test_a_v2_body_seen_before_is_not_parsed_again_and_its_tensors_cannot_change
     assert first.status_code == second.status_code == 200 and bad.status_code == 400
     assert first.json()["outputs"] == second.json()["outputs"]
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
-    with served(v2_parse_memo_mb=0) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
+    with served(parse_memo_mb=0) as (url, app), httpx.Client(base_url=url, timeout=10) as client:
         for _ in range(2):
             assert client.post("/v2/models/sentiment/infer", content=body, headers=headers).status_code == 200
         assert len(app.state.lane.parsed) == 0
+
+
+def test_a_predict_body_seen_before_keeps_its_item_and_every_request_is_still_routed_on_its_own():
+    body = json.dumps({"text": "routed on its own"}).encode()
+    headers = {**READER, "content-type": "application/json"}
+
+    def versions(**overrides) -> tuple[list, object]:
+        with served(canary_version=1, canary_percent=50, **overrides) as (url, app), \
+                httpx.Client(base_url=url, timeout=10) as client:
+            out = []
+            for path in ("/predict", "/models/sentiment/predict", "/models/digits/predict"):
+                for user in range(12):
+                    r = client.post(path, content=body, headers={**headers, "X-User-ID": f"u{user}"})
+                    out.append((r.status_code, r.headers.get("x-model-version"), r.json().get("model"),
+                                r.json().get("scores")))
+            return out, app.state.lane
+    lane_answers, lane = versions()
+    full_answers, _ = versions(fast_path=False)
+    assert lane_answers == full_answers  # each user's own version, each path's own model
+    assert {v for status, v, _, _ in lane_answers if status == 200} == {"1", "2"}
+    assert {status for status, _, model, _ in lane_answers[24:]} == {422}  # digits takes images: refused each time
+    [(key, (_, (_, item), _))] = [entry for entry in lane.parsed._data.items() if entry[0][0] == "predict"]
+    assert key == ("predict", body) and item.text == "routed on its own"
+    assert {(model, version) for model, version, _ in item.derived} == {("sentiment", 1), ("sentiment", 2)}
