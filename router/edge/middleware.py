@@ -41,12 +41,8 @@ class Edge:
         version = "" if record.version is None else str(record.version)
         self.metrics.observe_request(path, record.model, version, status, seconds)
         if self.request_logging:
-            access.info(f"{scope['method']} {scope['path']} {status}", {
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "latency_ms": round(seconds * 1000, 3), "model": record.model or None,
-                "version": record.version, "routed_by": record.routed_by, "cache": record.cache,
-                "key": record.key_name,
-            })
+            access.request(record.request_id, scope["method"], scope["path"], status, round(seconds * 1000, 3),
+                           record.model or None, record.version, record.routed_by, record.cache, record.key_name)
 
 
 class EdgeMiddleware:

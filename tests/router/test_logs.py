@@ -70,3 +70,27 @@ def test_a_capture_or_a_level_sends_lines_through_logging(configured, caplog):
         assert access._direct() is None and lines(configured) == []
     finally:
         logging.getLogger("router.access").setLevel(logging.NOTSET)
+
+
+def test_a_request_line_is_the_line_info_writes_on_either_path(configured):
+    logging.getLogger().handlers[:] = [configured]
+    access = logs.AccessLog("router.access")
+    shapes = [dict(FIELDS), dict(FIELDS, path='/models/"odd\\ü"/predict', status=404, model=None, version=None,
+                                 routed_by=None, cache=None, latency_ms=12.5, key="k-1")]
+    _, token = context.begin("rid-request")
+    try:
+        for fields in shapes * 2:  # each shape made once, then spliced
+            access.request("rid-request", fields["method"], fields["path"], fields["status"], fields["latency_ms"],
+                           fields["model"], fields["version"], fields["routed_by"], fields["cache"], fields["key"])
+        direct = lines(configured)
+        access._direct = lambda: None
+        for fields in shapes:
+            access.info(f"{fields['method']} {fields['path']} {fields['status']}", fields)
+        logged = lines(configured)
+    finally:
+        context.end(token)
+    assert len(direct) == 4 and len(logged) == 2
+    for mine, theirs in zip(direct, [dict(line) for line in logged * 2]):
+        assert list(mine) == list(theirs)  # the same keys in the same order
+        assert mine.pop("ts")[:16] == theirs.pop("ts")[:16] and mine == theirs
+    assert len(access._shapes) == 2
