@@ -21,7 +21,7 @@ class RequestTallies(Collector):
     lookups, hits per tier), counted as plain numbers in dicts by the event
     loop's thread and turned into metric families only when scraped: an
     update is a dict lookup and an addition, without the lock and the label
-    handling of prometheus_client's own metrics (a third of their cost).
+    handling of prometheus_client's own metrics.
     Same names, labels and buckets as those would have; no `_created`."""
 
     def __init__(self) -> None:
@@ -56,8 +56,8 @@ class RequestTallies(Collector):
                                         labels=["route", "model", "version"])
         hits = CounterMetricFamily("cache_hits", "Predictions answered from the cache", labels=["model", "version"])
         misses = CounterMetricFamily("cache_miss", "Predictions not in the cache", labels=["model", "version"])
-        tiers = CounterMetricFamily("cache_tier", "Cache hits by tier: local (in-process) or redis", labels=["tier"])
-        tiers.name = "cache_tier_hits"  # its samples: cache_tier_hits_total
+        tiers = CounterMetricFamily("cache_tier_hits", "Cache hits by tier: local (in-process) or redis",
+                                    labels=["tier"])
         if fill:  # copies first (each made whole, under the GIL): the loop goes on counting meanwhile
             for (route, model, version, status), n in list(self.requests.items()):
                 requests.add_metric([route, model, version, str(status)], n)

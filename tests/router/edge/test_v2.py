@@ -188,7 +188,7 @@ def test_identical_concurrent_misses_make_one_triton_call(client, fake):
 
 def test_a_broken_cache_entry_is_a_miss(client, fake):
     from router.dataplane.protocol import Tensor
-    from router.dataplane.tensors import tensor_cache_key
+    from router.dataplane.tensor_cache import tensor_cache_key
 
     for n, junk in enumerate((b"oip1\xff\xff\xff\xff", b"oip1" + b"\0" * 8, b'[["positive", 1.0]]', b"",
                               b'oip1\x02\x00\x00\x00[]')):
