@@ -201,7 +201,7 @@ class PredictionService:
             self.metrics.observe_cache(info.name, version, hit)
             if not hit:
                 self.metrics.coalesced.labels(info.name).inc()
-            return [((await asyncio.shield(flight))[0], hit)]
+            return [((await self.flights.join(flight))[0], hit)]
         cached = await self.cache.mget(keys)
         results: list[tuple[Scores, bool] | None] = [None] * len(keys)
         misses = []

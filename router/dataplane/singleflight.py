@@ -1,7 +1,10 @@
 """Identical concurrent work done once: the first caller starts it, the others
 await the same result (or the same exception). Nothing is kept afterwards,
 so an error is never remembered. The work runs as its own task, so a caller
-that goes away does not cancel it for the others.
+that goes away does not cancel it for the others: each caller waits on a
+future of its own, which the flight answers directly when it lands (one
+event-loop turn to resume a caller, where a shield over the shared result
+takes two).
 
 `then` runs after the result is handed out (e.g. storing it in a cache):
 callers do not wait for it, but the flight stays open until it is done and
@@ -22,6 +25,7 @@ class SingleFlight(Generic[T]):
     def __init__(self, linger: float = 1.0) -> None:
         self.linger = linger
         self._inflight: dict[str, asyncio.Future[T]] = {}
+        self._waiters: dict[asyncio.Future[T], list[asyncio.Future[T]]] = {}  # per open flight
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -29,6 +33,17 @@ class SingleFlight(Generic[T]):
     def pending(self, key: str) -> asyncio.Future[T] | None:
         """The flight for `key`, if one is open: join it without asking the cache."""
         return self._inflight.get(key)
+
+    def join(self, flight: asyncio.Future[T]) -> asyncio.Future[T]:
+        """What to await for a flight's result (one that `pending` gave): the
+        flight itself once it has landed, else a future of the caller's own,
+        so that a caller that goes away cancels only its own wait."""
+        waiters = self._waiters.get(flight)
+        if waiters is None:  # landed (or forgotten): awaiting a done future does not suspend
+            return flight
+        waiter = flight.get_loop().create_future()
+        waiters.append(waiter)
+        return waiter
 
     async def do(self, key: str, work: Callable[[], Awaitable[T]],
                  then: Callable[[T], Awaitable[None]] | None = None) -> tuple[T, bool]:
@@ -38,8 +53,9 @@ class SingleFlight(Generic[T]):
         if result is None:
             result = asyncio.get_running_loop().create_future()
             self._inflight[key] = result
+            self._waiters[result] = []
             asyncio.ensure_future(self._fly(key, result, work, then))
-        return await asyncio.shield(result), shared
+        return await self.join(result), shared
 
     async def _fly(self, key: str, result: asyncio.Future[T], work, then) -> None:
         try:
@@ -47,9 +63,15 @@ class SingleFlight(Generic[T]):
         except BaseException as exc:  # handed to every caller, then forgotten at once
             result.set_exception(exc)
             result.exception()  # retrieved, in case every caller went away
+            for waiter in self._waiters.pop(result):
+                if not waiter.done():
+                    waiter.set_exception(exc)
             self._forget(key, result)
             return
         result.set_result(value)
+        for waiter in self._waiters.pop(result):
+            if not waiter.done():  # a caller gone away cancelled its own
+                waiter.set_result(value)
         try:
             if then is not None:
                 await then(value)

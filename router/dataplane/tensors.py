@@ -179,7 +179,7 @@ async def _serve(service: PredictionService, info: ModelInfo, version: int, requ
         metrics.observe_cache(info.name, version, hit)
         if not hit:
             metrics.coalesced.labels(info.name).inc()
-        return await asyncio.shield(flight), hit  # type: ignore[return-value]
+        return await service.flights.join(flight), hit  # type: ignore[return-value]
     outputs = complete(unpack(await service.cache.get(key)), wanted)
     metrics.observe_cache(info.name, version, outputs is not None)
     if outputs is not None:

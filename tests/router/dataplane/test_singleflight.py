@@ -67,3 +67,50 @@ def test_a_store_step_runs_after_callers_are_answered_and_keeps_the_flight_open(
         assert len(flights) == 0
     asyncio.run(scenario())
     assert events == ["store started", "answered", "stored value"] or events == ["answered", "store started", "stored value"]
+
+
+def test_a_caller_that_goes_away_cancels_only_its_own_wait():
+    calls = 0
+
+    async def work():
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return "result"
+
+    async def scenario():
+        flights = SingleFlight(linger=0.01)
+        first = asyncio.ensure_future(flights.do("k", work))
+        leaving = asyncio.ensure_future(flights.do("k", work))
+        await asyncio.sleep(0.01)
+        flight = flights.pending("k")
+        joined = asyncio.ensure_future(flights.join(flight))
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert await first == ("result", False)
+        assert await joined == "result"
+        assert flight.result() == "result"
+        assert flights.join(flight) is flight  # landed: the flight itself, done
+        await asyncio.sleep(0.05)
+        assert len(flights) == 0
+    asyncio.run(scenario())
+    assert calls == 1
+
+
+def test_an_error_reaches_a_caller_that_joined():
+    async def failing():
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom")
+
+    async def scenario():
+        flights = SingleFlight()
+        first = asyncio.ensure_future(flights.do("k", failing))
+        await asyncio.sleep(0)
+        joined = flights.join(flights.pending("k"))
+        with pytest.raises(RuntimeError):
+            await joined
+        with pytest.raises(RuntimeError):
+            await first
+        assert flights.pending("k") is None
+    asyncio.run(scenario())
