@@ -4,7 +4,6 @@ routing of versions.py; and the views of what the dataplane can serve."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import replace

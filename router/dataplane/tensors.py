@@ -6,7 +6,6 @@ Triton's own answer stands."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import numpy as np
