@@ -7,7 +7,9 @@ the same inputs and the same closed-loop load:
   after warming the one input used. Every hit is counted where it happened:
   Triton's `cache_hit` statistics, the router's `X-Cache: HIT` header.
 - `sentiment miss`: direct `tritonclient.grpc.aio` calls to the normal Triton
-  against the router's two routes, every request a new input.
+  against the router's two routes, every request a new input; and /predict
+  on a router without Redis (its in-process tier alone), which parts a
+  miss's cost into the Redis round trips and the rest.
 - `embedder miss`: the same on the sentence encoder, where the work per
   request is real and Triton's dynamic batcher matters (skipped, with a
   note, when `make models` has not built it).
@@ -23,6 +25,7 @@ import time
 import httpx
 
 from bench.loadgen import make_inputs, make_text, oip_body, wanted_outputs
+from bench.rows import NO_REDIS
 from bench.stack import BATCH_VERSION, CACHED_MODEL, ROOT
 
 EMBEDDER = "embedder"
@@ -134,7 +137,8 @@ def _sentiment_misses(runner) -> None:
         for variant, target, url, extra in (("direct grpc", "triton", runner.triton_grpc,
                                              {"model": CACHED_MODEL, "model_version": version}),
                                             ("router /predict", "router", router, {}),
-                                            ("router /v2 infer", "oip", router, {"model": CACHED_MODEL})):
+                                            ("router /v2 infer", "oip", router, {"model": CACHED_MODEL}),
+                                            (NO_REDIS, "router", runner.router("local"), {})):
             triton_side(runner, CACHED_MODEL, version, lambda: runner.load(
                 "sentiment miss", variant, target, url, concurrency=conc, unique=True, samples=s.compare_samples,
                 cpu=True, **extra))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.plots import plots
-from bench.rows import CACHE_HTTP, ROUTES, load_label, median_rps, row, row_at
+from bench.rows import CACHE_HTTP, NO_REDIS, ROUTES, load_label, median_rps, row, row_at
 
 
 def targets(results: dict) -> list[tuple[str, str, bool]]:
@@ -97,6 +97,11 @@ def comparisons(rows: list[dict]) -> list[tuple[str, dict, dict, str, str]]:
                 row_at(rows, "sentiment miss", "direct grpc", conc), "throughput_rps", ">= 1.0x")
         add(f"{route} miss p50 - direct gRPC p50, c=1", row_at(rows, "sentiment miss", route, 1),
             row_at(rows, "sentiment miss", "direct grpc", 1), "p50 diff", "<= 0.3 ms")
+    for conc in (16, 64):
+        add(f"{NO_REDIS} miss req/s / direct gRPC req/s, c={conc}", row_at(rows, "sentiment miss", NO_REDIS, conc),
+            row_at(rows, "sentiment miss", "direct grpc", conc), "throughput_rps", "")
+    add(f"{NO_REDIS} miss p50 - direct gRPC p50, c=1", row_at(rows, "sentiment miss", NO_REDIS, 1),
+        row_at(rows, "sentiment miss", "direct grpc", 1), "p50 diff", "")
     for conc in (16, 64):
         add(f"{ROUTES[1]} miss req/s / direct gRPC req/s, c={conc} (embedder)", row_at(rows, "embedder miss",
             ROUTES[1], conc), row_at(rows, "embedder miss", "direct grpc", conc), "throughput_rps", "")

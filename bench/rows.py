@@ -8,6 +8,7 @@ import statistics
 
 CACHE_HTTP = "triton cache, http json"
 ROUTES = ("router /predict", "router /v2 infer")
+NO_REDIS = "router /predict, no redis"  # the in-process cache tier alone: a miss without its Redis round trips
 
 
 def row(rows: list[dict], scenario: str, variant: str) -> dict | None:

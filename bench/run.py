@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         print("starting Triton, Redis and 4 routers...", flush=True)
-        with BenchStack(Path(tmp), ["grpc", "http", "bare", "two"]) as stack:
+        with BenchStack(Path(tmp), ["grpc", "http", "bare", "two", "local"]) as stack:
             results = Runner(stack, sizes).run()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     results.update({"when": stamp, "machine": machine(), "smoke": args.smoke, "sizes": sizes.__dict__,

@@ -19,12 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCH_MODEL = "sentiment"
 BATCH_VERSION = 2  # the heavier architecture (byte CNN)
 
-ROUTERS = {
-    # name: settings on top of the common ones
+ROUTERS: dict[str, dict[str, str | None]] = {
+    # name: settings on top of the common ones (None: the common one unset)
     "grpc": {},
     "http": {"TRITON_PROTOCOL": "http"},
     "bare": {"METRICS_ENABLED": "false", "REQUEST_LOGGING": "false"},
     "two": {"WORKERS": "2"},
+    # the same router with its in-process cache tier alone: what Redis adds to a miss
+    "local": {"REDIS_URL": None},
 }
 
 
@@ -128,7 +130,8 @@ class BenchStack:
             common = {"REDIS_URL": self.redis.url, "DEFAULT_MODEL_VERSION": "2", "LOG_LEVEL": "INFO",
                       "RATE_LIMIT": "none"}
             for name in self.router_names:
-                proc = RouterProcess(self.workdir / "routers", self.triton, {**common, **ROUTERS[name]})
+                env = {k: v for k, v in {**common, **ROUTERS[name]}.items() if v is not None}
+                proc = RouterProcess(self.workdir / "routers", self.triton, env)
                 self.routers[name] = proc.start()
                 self._stack.callback(proc.stop)
         except BaseException:

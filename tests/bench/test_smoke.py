@@ -21,7 +21,7 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
                      ("sentiment hit", "triton cache, grpc"), ("sentiment hit", "triton cache, http json"),
                      ("sentiment hit", "router /predict"), ("sentiment hit", "router /v2 infer"),
                      ("sentiment miss", "direct grpc"), ("sentiment miss", "router /predict"),
-                     ("sentiment miss", "router /v2 infer")]:
+                     ("sentiment miss", "router /v2 infer"), ("sentiment miss", "router /predict, no redis")]:
         assert expected in scenarios
     if (ROOT / "model_repository" / "embedder" / "1").is_dir():
         assert {("embedder miss", "direct grpc"), ("embedder miss", "router /v2 infer")} <= scenarios
@@ -54,7 +54,7 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
     assert own["hits"] == 250 and own["predict_us"] > 0 and own["v2_us"] > 0
     assert "The router's own CPU per cache hit, in-process" in (tmp_path / "latest.md").read_text()
     assert len(targets(results)) >= 8 + 10  # and each of the router's targets against its baselines  # every target is judged (met or not: this run is too small to say)
-    assert len(ratios(results["rows"])) >= 9  # the smoke run has c=1 and c=16: every ratio but c=64's
+    assert len(ratios(results["rows"])) >= 11  # the smoke run has c=1 and c=16: every ratio but c=64's
     table = (tmp_path / "latest.md").read_text()
     assert "| cores used | load |" in table and "| target | measured | met |" in table and "| ratio (same run) | value | from |" in table
     for plot in ("latency.png", "batching.png", "comparison.png"):
