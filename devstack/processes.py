@@ -16,10 +16,20 @@ from typing import Callable
 import httpx
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now and never handed out before by this process:
+    the kernel may offer a port again as soon as it is released, and servers
+    given their ports side by side (Triton's three) would then share one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def http_ok(url: str) -> Callable[[], bool]:
