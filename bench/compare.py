@@ -13,6 +13,11 @@ the same inputs and the same closed-loop load:
 - `embedder miss`: the same on the sentence encoder, where the work per
   request is real and Triton's dynamic batcher matters (skipped, with a
   note, when `make models` has not built it).
+- `hot path hit` / `hot path miss`: the candidates for serving the prediction
+  routes, side by side: the lane inside uvicorn's httptools protocol (what
+  the router runs), FastAPI's own routes under uvicorn (`FAST_PATH=false`),
+  and the same app under granian's ASGI interface (its ASGI fast path: the
+  lane lives in uvicorn's protocol).
 
 Every miss point also records Triton's side, from its own statistics: the
 requests and rows it received, its executions, and how busy the model was.
@@ -25,7 +30,7 @@ import time
 import httpx
 
 from bench.loadgen import make_inputs, make_text, oip_body, wanted_outputs
-from bench.rows import NO_REDIS
+from bench.rows import HOT_PATHS, NO_REDIS
 from bench.stack import BATCH_VERSION, CACHED_MODEL, ROOT
 
 EMBEDDER = "embedder"
@@ -158,8 +163,23 @@ def embedder(runner) -> str | None:
     return None
 
 
+def hot_path(runner) -> None:
+    """Hits and misses on both prediction routes at 16 clients through each
+    candidate stack (`HOT_PATHS`), in interleaved rounds."""
+    s = runner.sizes
+    for _ in range(s.compare_rounds):
+        for label, name in HOT_PATHS:
+            url = runner.router(name)
+            for route, target, extra in (("/predict", "router", {}), ("/v2 infer", "oip", {"model": CACHED_MODEL})):
+                runner.load("hot path hit", f"{label} {route}", target, url, concurrency=16, samples=s.hit_samples,
+                            procs=s.cache_procs, cpu=True, **extra)
+                runner.load("hot path miss", f"{label} {route}", target, url, concurrency=16, unique=True,
+                            samples=s.compare_samples, cpu=True, **extra)
+
+
 def run(runner) -> list[str]:
     """Every comparison scenario; the notes for the report."""
     sentiment(runner)
+    hot_path(runner)
     note = embedder(runner)
     return [note] if note else []

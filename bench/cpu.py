@@ -13,28 +13,31 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: str) -> tuple[int, str, float] | None:
-    """(process group, command name, CPU seconds) of one process, None when it is gone."""
+def _stat(pid: str) -> tuple[int, int, str, float] | None:
+    """(process group, parent, command name, CPU seconds) of one process, None when it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     name = raw[raw.index("(") + 1:raw.rindex(")")]
     fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[2]), name, (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[2]), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / TICK
 
 
 class CpuMeter:
-    """`names`: a label per process id; `tritons`: a label per Triton process
-    group, whose stubs are counted apart as `<label> stubs`."""
+    """`names`: a label per process id, which its child processes share (the
+    workers of a server that forks them); `tritons`: a label per Triton
+    process group, whose stubs are counted apart as `<label> stubs`."""
 
     def __init__(self, names: dict[int, str], tritons: dict[int, str]) -> None:
         self.names = names
         self.tritons = tritons
 
-    def _label(self, pid: int, group: int, name: str) -> str | None:
+    def _label(self, pid: int, group: int, parent: int, name: str) -> str | None:
         if pid in self.names:
             return self.names[pid]
+        if parent in self.names:
+            return self.names[parent]
         if group in self.tritons:
             return self.tritons[group] + (" stubs" if name.startswith("triton_python") else "")
         return None
@@ -47,9 +50,9 @@ class CpuMeter:
             stat = _stat(entry.name)
             if stat is None:
                 continue
-            label = self._label(int(entry.name), stat[0], stat[1])
+            label = self._label(int(entry.name), *stat[:3])
             if label is not None:
-                taken[int(entry.name)] = (label, stat[2])
+                taken[int(entry.name)] = (label, stat[3])
         return time.monotonic(), taken
 
     @staticmethod

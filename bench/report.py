@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from bench.plots import plots
-from bench.rows import CACHE_HTTP, NO_REDIS, ROUTES, load_label, median_rps, row, row_at
+from bench.rows import CACHE_HTTP, HOT_PATHS, NO_REDIS, ROUTES, load_label, median_rps, row, row_at
 
 
 def targets(results: dict) -> list[tuple[str, str, bool]]:
@@ -60,12 +61,39 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     return out + against_baselines(rows)
 
 
-def router_us_per_hit(rows: list[dict]) -> float | None:
-    """The router's CPU per `/predict` hit at 16 clients, median of the rounds (from the cores it used)."""
-    found = sorted(1e6 * r["server_cpu"]["router grpc"] / r["throughput_rps"] for r in rows
-                   if r["scenario"] == "sentiment hit" and r["variant"] == ROUTES[0] and r["offered"] == "c=16"
-                   and "router grpc" in r.get("server_cpu", {}) and r["throughput_rps"])
+def router_us_per_hit(rows: list[dict], scenario: str = "sentiment hit", variant: str = ROUTES[0],
+                      router: str = "grpc") -> float | None:
+    """A router's CPU per `/predict` hit at 16 clients, median of the rounds (from the cores it used)."""
+    label = f"router {router}"
+    found = sorted(1e6 * r["server_cpu"][label] / r["throughput_rps"] for r in rows
+                   if r["scenario"] == scenario and r["variant"] == variant and r["offered"] == "c=16"
+                   and label in r.get("server_cpu", {}) and r["throughput_rps"])
     return found[len(found) // 2] if found else None
+
+
+HOT_POINTS = (("hot path hit", "/predict"), ("hot path hit", "/v2 infer"), ("hot path miss", "/predict"),
+              ("hot path miss", "/v2 infer"))
+
+
+def hot_path_table(rows: list[dict]) -> list[str]:
+    """Each hot-path candidate's four points at 16 clients (medians of the rounds), its
+    CPU per `/predict` hit, and its throughput against the lane's (the geometric mean
+    of the four ratios)."""
+    found = {label: [row_at(rows, scenario, f"{label} {route}", 16) for scenario, route in HOT_POINTS]
+             for label, _ in HOT_PATHS}
+    if not all(all(points) for points in found.values()):
+        return []
+    lane = found[HOT_PATHS[0][0]]
+    lines = ["| hot path, c=16 | /predict hit req/s | /v2 hit req/s | /predict miss req/s | /v2 miss req/s | "
+             "CPU per /predict hit | req/s against the lane |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, router in HOT_PATHS:
+        points = found[label]
+        ratio = math.prod(p["throughput_rps"] / base["throughput_rps"] for p, base in zip(points, lane))
+        cpu = router_us_per_hit(rows, "hot path hit", f"{label} /predict", router)
+        shown = "-" if cpu is None else f"{cpu:.0f} us"  # none when the point took no CPU tick
+        lines.append(f"| {label} | " + " | ".join(f"{p['throughput_rps']:.0f}" for p in points)
+                     + f" | {shown} | {ratio ** (1 / len(points)):.2f}x |")
+    return lines
 
 
 def instrumentation_share(results: dict) -> tuple[float, float, float] | None:
@@ -213,6 +241,10 @@ def markdown(results: dict) -> str:
         lines += ["", "What Triton did during each miss point (its own statistics: the requests it received, rows per "
                       "execution, time in its queue, compute per row, and the share of the time the model was "
                       "executing):", ""] + triton
+    hot = hot_path_table(results["rows"])
+    if hot:
+        lines += ["", "The hot path's candidates, side by side (bench/compare.py: `hot path hit` and `hot path miss`, "
+                      "medians of the rounds; the router serves the first):", ""] + hot
     measured = ratios(results["rows"])
     if measured:
         lines += ["", "| ratio (same run) | value | from |", "|---|---:|---|"]

@@ -9,6 +9,8 @@ import statistics
 CACHE_HTTP = "triton cache, http json"
 ROUTES = ("router /predict", "router /v2 infer")
 NO_REDIS = "router /predict, no redis"  # the in-process cache tier alone: a miss without its Redis round trips
+# the hot path's candidates: (label, router in bench/stack.py), the router's own first
+HOT_PATHS = (("lane, uvicorn", "grpc"), ("FastAPI routes, uvicorn", "routes"), ("granian, ASGI", "granian"))
 
 
 def row(rows: list[dict], scenario: str, variant: str) -> dict | None:

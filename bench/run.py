@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        print("starting Triton, Redis and 4 routers...", flush=True)
-        with BenchStack(Path(tmp), ["grpc", "http", "bare", "two", "local"]) as stack:
+        print("starting two Tritons, Redis and 7 routers...", flush=True)
+        with BenchStack(Path(tmp), ["grpc", "http", "bare", "two", "local", "routes", "granian"]) as stack:
             results = Runner(stack, sizes).run()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     results.update({"when": stamp, "machine": machine(), "smoke": args.smoke, "sizes": sizes.__dict__,

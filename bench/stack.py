@@ -6,6 +6,7 @@ and routers in the configurations being compared."""
 from __future__ import annotations
 
 import shutil
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,7 +28,12 @@ ROUTERS: dict[str, dict[str, str | None]] = {
     "two": {"WORKERS": "2"},
     # the same router with its in-process cache tier alone: what Redis adds to a miss
     "local": {"REDIS_URL": None},
+    # the hot path's alternatives: FastAPI's own routes (no lane, no fast path) under uvicorn,
+    # and the app under granian instead (ASGI: its fast path, without the lane inside uvicorn's protocol)
+    "routes": {"FAST_PATH": "false"},
+    "granian": {},
 }
+GRANIAN = {"granian"}  # routers served by granian rather than `python -m router`
 
 
 def bench_repository(dest: Path) -> Path:
@@ -104,6 +110,16 @@ def heavy_variants(dest: Path, width: int = 2048, depth: int = 4) -> None:
         write_version(dest / name, 1, model_bytes, metadata, config, spec.labels)
 
 
+class GranianRouter(RouterProcess):
+    """The router's app (`app_from_env`, the same settings) served by granian's
+    ASGI interface with uvloop, one worker, HTTP/1.1."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+                "--port", str(self.port), "--loop", "uvloop", "--workers", "1", "--http", "1", "--no-ws",
+                "router.edge.app:app_from_env"]
+
+
 class BenchStack:
     def __init__(self, workdir: Path, routers: list[str]) -> None:
         self.workdir = workdir
@@ -131,7 +147,8 @@ class BenchStack:
                       "RATE_LIMIT": "none"}
             for name in self.router_names:
                 env = {k: v for k, v in {**common, **ROUTERS[name]}.items() if v is not None}
-                proc = RouterProcess(self.workdir / "routers", self.triton, env)
+                kind = GranianRouter if name in GRANIAN else RouterProcess
+                proc = kind(self.workdir / "routers", self.triton, env)
                 self.routers[name] = proc.start()
                 self._stack.callback(proc.stop)
         except BaseException:

@@ -4,6 +4,7 @@ It checks that every scenario produced numbers; it asserts no speed."""
 import json
 
 from bench.report import instrumentation_share, ratios, targets
+from bench.rows import HOT_PATHS
 from bench.run import main
 from bench.stack import ROOT
 
@@ -21,7 +22,9 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
                      ("sentiment hit", "triton cache, grpc"), ("sentiment hit", "triton cache, http json"),
                      ("sentiment hit", "router /predict"), ("sentiment hit", "router /v2 infer"),
                      ("sentiment miss", "direct grpc"), ("sentiment miss", "router /predict"),
-                     ("sentiment miss", "router /v2 infer"), ("sentiment miss", "router /predict, no redis")]:
+                     ("sentiment miss", "router /v2 infer"), ("sentiment miss", "router /predict, no redis"),
+                     *((f"hot path {kind}", f"{label} {route}") for kind in ("hit", "miss") for label, _ in HOT_PATHS
+                       for route in ("/predict", "/v2 infer"))]:
         assert expected in scenarios
     if (ROOT / "model_repository" / "embedder" / "1").is_dir():
         assert {("embedder miss", "direct grpc"), ("embedder miss", "router /v2 infer")} <= scenarios
@@ -31,6 +34,13 @@ def test_benchmark_harness_runs_every_scenario(tmp_path):
     hit_rows = [r for r in results["rows"] if r["scenario"] == "sentiment hit"]
     assert len(hit_rows) == 8 and all(r["hits"] == r["requests"] for r in hit_rows)
     assert all(r["hits"] == 0 for r in results["rows"] if r["scenario"] == "sentiment miss" and "hits" in r)
+    # the hot path's candidates: every hit a hit, every miss a miss, each server's CPU counted (granian's worker too)
+    hot = [r for r in results["rows"] if r["scenario"].startswith("hot path")]
+    assert len(hot) == 12
+    assert all(r["hits"] == (r["requests"] if r["scenario"] == "hot path hit" else 0) for r in hot)
+    for label, router in HOT_PATHS:
+        assert any(r["server_cpu"].get(f"router {router}", 0) > 0 for r in hot if r["variant"].startswith(label))
+    assert "The hot path's candidates" in (tmp_path / "latest.md").read_text()
     assert all(r["errors"] == 0 and r["samples"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 for r in results["rows"])
     # where the cores went, per server process, on every comparison point
     for r in results["rows"]:
