@@ -21,6 +21,7 @@ result discarded). Waiting items are bounded per key (`BatcherFull`)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -204,7 +205,8 @@ class Batcher(Generic[K, I, R]):
                 self.on_batch(key, len(batch), sum(e.rows for e in batch))
             except Exception:
                 log.exception("on_batch hook failed")
-        task = asyncio.ensure_future(self._run(key, lane, batch))
+        # a context of its own: not that of whichever caller's submit or call happened to start it
+        task = asyncio.get_running_loop().create_task(self._run(key, lane, batch), context=contextvars.Context())
         self._calls[task] = batch
         task.add_done_callback(self._calls.pop)
 

@@ -71,8 +71,9 @@ class TritonBatches:
             rid = ids[0]
         else:
             rid = f"batch-{uuid.uuid4().hex[:16]}"
-            batch_log.info("Triton request %s carries %d requests", rid, len(items),
-                           extra={"triton_request_id": rid, "request_ids": ids, "model": model, "version": version})
+            batch_log.info("Triton request %s carries %d requests", rid, len(items),  # the line is the batch's
+                           extra={"request_id": rid, "triton_request_id": rid, "request_ids": ids, "model": model,
+                                  "version": version})
         counts = [len(arrays[0]) for arrays, _ in items]
         inputs = [np.concatenate([arrays[i] for arrays, _ in items]) if len(items) > 1 else items[0][0][i]
                   for i in range(len(items[0][0]))]

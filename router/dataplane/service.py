@@ -38,7 +38,8 @@ class PredictionService:
         self.catalog = catalog
         self.cache = cache
         self.metrics = metrics
-        self.flights: SingleFlight[list[Scores]] = SingleFlight()
+        self.flights: SingleFlight[list[Scores]] = SingleFlight(
+            cancelled=lambda: TritonUnavailable("the Triton call was cancelled"))
         self.versions = Versions(settings, catalog, metrics)
         self.inputs = Inputs(settings)
         self.batches = TritonBatches(settings, gateway, metrics, self.timed)

@@ -7,6 +7,7 @@ SETs, at most `in_flight` at once."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import struct
 import time
@@ -98,7 +99,9 @@ class RedisCache:
         (the last one to finish starts the next)."""
         if self._next is None and self._running < self.in_flight:
             self._running += 1
-            task = self._next = asyncio.get_running_loop().create_task(self._round_trip())
+            # shared by every caller it answers: a context of its own, not the kicking request's
+            task = self._next = asyncio.get_running_loop().create_task(self._round_trip(),
+                                                                       context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._finished)
 
@@ -137,20 +140,16 @@ class RedisCache:
     async def _round_trip(self) -> None:
         self._next = None
         lookups, stores, stored = self._take()
-        if not self.available:  # the breaker opened while these waited: no Redis for them
+        keys = [k for ks, _ in lookups for k in ks]
+        if not self.available or not (keys or stores):
+            # the breaker opened while these waited (no Redis for them), or every caller went
+            # away: nothing is sent, and the breaker learns nothing
             self._done(lookups, stored, None)
             self._again()
             return
-        keys = [k for ks, _ in lookups for k in ks]
-        try:
+        values = None
+        try:  # whatever happens, the slot is freed and the lookups answered (as misses without values)
             values, get_error, set_error = await self._send(keys, stores)
-        except asyncio.CancelledError:  # shutdown: answered as misses, and nothing more is sent
-            self._done(lookups, stored, None)
-            raise
-        except Exception as exc:  # redis-py raises several families; all mean "no cache now"
-            self._failed("get" if keys else "set", exc)
-            self._done(lookups, stored, None)
-        else:
             if get_error is not None:
                 self._failed("get", get_error)
             else:
@@ -159,6 +158,13 @@ class RedisCache:
                 self._refused(set_error)
             elif stores:
                 self._refusing = False
+        except asyncio.CancelledError:  # shutdown: answered as misses, and nothing more is sent
+            values = None
+            raise
+        except Exception as exc:  # redis-py raises several families; all mean "no cache now"
+            values = None
+            self._failed("get" if keys else "set", exc)
+        finally:
             self._done(lookups, stored, values)
         self._again()
 

@@ -22,8 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class SingleFlight(Generic[T]):
-    def __init__(self, linger: float = 1.0) -> None:
+    def __init__(self, linger: float = 1.0, cancelled: Callable[[], Exception] | None = None) -> None:
+        """`cancelled`: the error callers get when the work itself was cancelled
+        (a closed channel, shutdown) rather than they: an answer, where a
+        cancellation a caller did not ask for would leave it none to give."""
         self.linger = linger
+        self.cancelled = cancelled or (lambda: RuntimeError("the shared work was cancelled"))
         self._inflight: dict[str, asyncio.Future[T]] = {}
         self._waiters: dict[asyncio.Future[T], list[asyncio.Future[T]]] = {}  # per open flight
 
@@ -61,12 +65,15 @@ class SingleFlight(Generic[T]):
         try:
             value = await work()
         except BaseException as exc:  # handed to every caller, then forgotten at once
-            result.set_exception(exc)
+            handed = exc if isinstance(exc, Exception) else self.cancelled()
+            result.set_exception(handed)
             result.exception()  # retrieved, in case every caller went away
             for waiter in self._waiters.pop(result):
                 if not waiter.done():
-                    waiter.set_exception(exc)
+                    waiter.set_exception(handed)
             self._forget(key, result)
+            if handed is not exc:
+                raise
             return
         result.set_result(value)
         for waiter in self._waiters.pop(result):

@@ -442,3 +442,30 @@ def test_bad_arguments_are_refused():
         with pytest.raises(ValueError, match="max_batch for 'k' must be at least 1, not 0"):
             await Batcher(Backend(), max_batch=lambda key: 0).submit("k", "a")
     run(scenario)
+
+
+def test_a_call_runs_in_a_context_of_its_own_not_a_callers():
+    import contextvars
+
+    who: contextvars.ContextVar[str | None] = contextvars.ContextVar("who", default=None)
+    seen = []
+
+    async def call(key, items):
+        seen.append(who.get())
+        await asyncio.sleep(0.01)
+        return items
+
+    async def scenario():
+        batcher = Batcher(call, max_batch=8, max_in_flight=1)
+
+        async def caller(name):
+            who.set(name)  # a request's own context: its request id, say
+            return await batcher.submit("k", name)
+
+        first = asyncio.ensure_future(caller("first"))
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(caller(n)) for n in ("second", "third")]  # wait, then go together
+        assert await asyncio.gather(first, *rest) == ["first", "second", "third"]
+        await batcher.close()
+    run(scenario)
+    assert seen == [None, None]  # neither call ran as the request that happened to start it

@@ -251,3 +251,53 @@ def test_what_waited_behind_a_failed_round_trip_is_a_miss_at_once(jobs_redis, db
     assert trips == [(1, 0)]  # the breaker opened: what waited behind went nowhere
     assert errors == ["get"] and not available  # one failure counted, once
     assert db.get("pred:c") is None
+
+
+def test_a_round_trip_whose_callers_all_went_away_sends_nothing_and_leaves_the_breaker_as_it_was():
+    from devstack.processes import free_port
+
+    errors: list[str] = []
+
+    async def scenario():
+        cache = GatedCache(f"redis://127.0.0.1:{free_port()}/0", 0.2, 5.0, on_error=errors.append)  # nothing there
+        cache.gate.set()  # no round trip held
+        try:
+            assert await cache.get("pred:a") is None  # refused: the breaker opens
+            tripped = cache.available
+            cache._breaker._skip_until = 0  # its back-off over: the next round trip may go
+            lookup = asyncio.ensure_future(cache.get("pred:b"))
+            await asyncio.sleep(0)  # queued, its round trip made but not run
+            lookup.cancel()  # the only caller goes away
+            await cache.flush()
+            return tripped, cache.trips, cache._breaker._backoff
+        finally:
+            await cache.close()
+
+    tripped, trips, backoff = asyncio.run(scenario())
+    assert not tripped and errors == ["get"]
+    assert trips == [(1, 0)]  # the empty round trip sent nothing
+    assert backoff > 0  # and did not count as Redis answering
+
+
+def test_a_round_trip_frees_its_slot_even_when_counting_its_failure_fails(jobs_redis, db):
+    from router.dataplane.shared_cache import seal
+
+    def broken(op: str) -> None:
+        raise RuntimeError("a metrics backend fault")
+
+    async def scenario():
+        cache = FailingCache(jobs_redis.url, 1.0, 0.01, on_error=broken)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: None)  # the fault surfaces in the round trip's task
+        try:
+            first = asyncio.ensure_future(cache.get("pred:a"))
+            await asyncio.sleep(0)
+            cache.gate.set()
+            found = await asyncio.wait_for(first, 2)
+            await asyncio.sleep(0.05)  # the breaker's back-off over
+            db.set("pred:b", seal(b"v", time.time() + 60))
+            return found, await asyncio.wait_for(cache.get("pred:b"), 2)
+        finally:
+            await cache.close()
+
+    assert asyncio.run(scenario()) == (None, b"v")  # answered, and the next round trip still goes

@@ -114,3 +114,25 @@ def test_an_error_reaches_a_caller_that_joined():
             await first
         assert flights.pending("k") is None
     asyncio.run(scenario())
+
+
+def test_work_cancelled_under_its_callers_gives_each_an_error_not_a_cancellation():
+    class Gone(Exception):
+        pass
+
+    async def scenario():
+        flights = SingleFlight(cancelled=lambda: Gone("the call was cancelled"))
+        started = asyncio.Event()
+
+        async def work():
+            started.set()
+            await asyncio.sleep(10)
+
+        callers = [asyncio.ensure_future(flights.do("k", work)) for _ in range(3)]
+        await started.wait()
+        [flight_task] = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_fly"]
+        flight_task.cancel()  # as a closed channel cancels a call: not a caller's doing
+        results = await asyncio.gather(*callers, return_exceptions=True)
+        assert [type(r) for r in results] == [Gone] * 3
+        assert flights.pending("k") is None
+    asyncio.run(scenario())

@@ -49,6 +49,7 @@ def test_misses_waiting_on_a_busy_triton_go_as_one_request(app_client, fake, cap
         assert batch_id.startswith("batch-")
         line = next(r for r in caplog.records if r.name == "router.access.batch")
         assert line.triton_request_id == batch_id and line.request_ids == [f"caller-{i}" for i in range(20)]
+        assert line.request_id == batch_id  # the batch's own, not whichever request's started its call
         # each caller got what it gets alone
         with app_client(batching=False) as alone:
             for text, answer in zip(texts, answers[2:]):
