@@ -1,7 +1,7 @@
 """The response cache: version-aware keys, their expiry, and the in-process
 LRU (bounded by entries and bytes). Entries are keyed by immutable model
 versions, so they never need invalidating. The LRU serves alone without
-Redis, and as the first tier in front of it (router/dataplane/shared_cache.py)."""
+Redis, and as the first tier in front of it (router/dataplane/tiered_cache.py)."""
 
 from __future__ import annotations
 

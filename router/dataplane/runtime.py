@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from router.dataplane.cache import LRUCache
-from router.dataplane.shared_cache import RedisCache, TieredCache
+from router.dataplane.shared_cache import RedisCache
+from router.dataplane.tiered_cache import TieredCache
 from router.dataplane.catalog import Catalog
 from router.dataplane.gateway import Gateway
 from router.dataplane.service import PredictionService

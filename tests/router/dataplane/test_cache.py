@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from router.dataplane.cache import LRUCache, cache_key, jittered_ttl
-from router.dataplane.shared_cache import RedisCache, TieredCache, unseal
+from router.dataplane.shared_cache import RedisCache, unseal
+from router.dataplane.tiered_cache import TieredCache
 
 
 def key(tensor, version=2, top_k=1, model="sentiment"):

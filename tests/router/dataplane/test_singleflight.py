@@ -5,14 +5,20 @@ import pytest
 from router.dataplane.singleflight import SingleFlight
 
 
-def test_concurrent_identical_work_runs_once():
-    calls = 0
+class Work:
+    """Work that takes 50 ms and counts how often it ran."""
 
-    async def work():
-        nonlocal calls
-        calls += 1
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
         await asyncio.sleep(0.05)
         return "result"
+
+
+def test_concurrent_identical_work_runs_once():
+    work = Work()
 
     async def scenario():
         flights = SingleFlight()
@@ -22,7 +28,7 @@ def test_concurrent_identical_work_runs_once():
         await asyncio.sleep(flights.linger + 0.01)
         assert len(flights) == 0
     asyncio.run(scenario())
-    assert calls == 1
+    assert work.calls == 1
 
 
 def test_an_error_is_shared_but_not_remembered():
@@ -70,13 +76,7 @@ def test_a_store_step_runs_after_callers_are_answered_and_keeps_the_flight_open(
 
 
 def test_a_caller_that_goes_away_cancels_only_its_own_wait():
-    calls = 0
-
-    async def work():
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        return "result"
+    work = Work()
 
     async def scenario():
         flights = SingleFlight(linger=0.01)
@@ -95,7 +95,7 @@ def test_a_caller_that_goes_away_cancels_only_its_own_wait():
         await asyncio.sleep(0.05)
         assert len(flights) == 0
     asyncio.run(scenario())
-    assert calls == 1
+    assert work.calls == 1
 
 
 def test_an_error_reaches_a_caller_that_joined():
